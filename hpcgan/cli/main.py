@@ -1,0 +1,67 @@
+"""`hpcgan` entry point: one argparse tree, one error policy.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and
+``run(args) -> int``. A UserError anywhere becomes one line on stderr and exit
+code 2 on the rank that saw it; if other ranks may be waiting in a collective
+the job is aborted so nothing hangs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from hpcgan.errors import UserError
+
+# Subcommand modules, in --help order.
+COMMANDS = ["train", "generate", "evaluate", "data", "bench", "info"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpcgan", description="Distributed training of conditional GANs for science.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"hpcgan.cli.cmd_{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"hpcgan.cli.cmd_{name}":
+                continue  # not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def _rank_prefix() -> str:
+    from hpcgan.runtime.env import detect_process
+
+    info = detect_process()
+    return f"[rank {info.rank}] " if info.size > 1 else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except UserError as e:
+        print(f"{_rank_prefix()}hpcgan: error: {e}", file=sys.stderr, flush=True)
+        _abort_if_others_may_wait(e.exit_code)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+def _abort_if_others_may_wait(code: int) -> None:
+    """After a collective has started, a local error must end every rank (no hang)."""
+    from hpcgan.runtime import session
+
+    backend = session.current_backend()
+    if backend is not None and backend.size > 1 and not session.errors_are_collective():
+        backend.abort(code, "error on this rank")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Typed, frozen run configuration: YAML presets + dotted overrides.
+
+A preset is a YAML file in hpcgan/configs/ (``--config lhc``) or any path.
+A preset may name a ``base:`` preset it extends. Overrides are ``section.key=value``
+strings parsed as YAML scalars. Unknown keys, wrong types and missing files
+raise UserError naming the key, so the CLI can exit 2 with one line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from hpcgan.errors import UserError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""  # training HDF5 file or glob (data/lhc-*.h5)
+    val_path: str = ""  # held-out HDF5 file or glob; empty: no validation
+    shuffle: bool = True  # seeded global permutation per epoch
+    shuffle_block: int = 32  # samples per contiguous read run inside the shuffle
+    prefetch: int = 4  # batches queued by the background reader thread
+    cache: bool = False  # keep this rank's shard in memory after the first epoch
+    normalize: bool = True  # standardise inputs with the file's per-channel stats
+    check_finite: str = "auto"  # open | batch | off | auto (open for small files)
+    remainder: str = "drop"  # drop | pad: samples beyond a multiple of ranks*batch
+
+    def __post_init__(self) -> None:
+        _choice("data.check_finite", self.check_finite, ("open", "batch", "off", "auto"))
+        _choice("data.remainder", self.remainder, ("drop", "pad"))
+        _positive("data.shuffle_block", self.shuffle_block)
+        _positive("data.prefetch", self.prefetch)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1  # passes over the training set
+    batch_size: int = 8  # per rank, per accumulation step
+    accumulation: int = 1  # micro-batches summed before each optimizer step
+    lr_g: float = 2e-4  # generator learning rate at one rank (scaled by ranks)
+    lr_d: float = 2e-4  # discriminator learning rate at one rank (scaled by ranks)
+    betas: tuple = (0.5, 0.999)  # Adam betas for both networks
+    lr_scaling: str = "linear"  # linear | sqrt | none: LR x f(world size)
+    warmup_steps: int = 0  # linear LR warm-up from the one-rank LR
+    d_steps: int = 1  # discriminator steps per generator step
+    amp: str = "auto"  # auto | off | bf16 | fp16 (auto: bf16 on Ampere+, fp16 on Pascal/Volta, off on CPU)
+    channels_last: bool = True  # NHWC memory format for convnets on GPU
+    compile: bool = False  # torch.compile (GPU needs compute capability >= 7.0)
+    sync_batchnorm: bool = False  # batch statistics across ranks
+    max_steps: int = 0  # stop after this many optimizer steps in total (0: no limit)
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
+    keep_checkpoints: int = 3  # keep the last k checkpoints
+    log_every: int = 10  # steps between metric reductions/logging
+    val_batches: int = 0  # validation batches per rank per epoch (0: all)
+    nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss does
+    figures: bool = True  # per-epoch sample figures and TensorBoard images
+    fault: str = ""  # fault injection for tests: "RANK:STEP:raise|exit|hang"
+
+    def __post_init__(self) -> None:
+        for k in ("epochs", "batch_size", "accumulation", "d_steps", "keep_checkpoints", "log_every"):
+            _positive(f"train.{k}", getattr(self, k))
+        _choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
+        _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
+        _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        if len(self.betas) != 2:
+            raise UserError(f"config key train.betas: expected two numbers, got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    gan: str = "lsgan"  # lsgan | hinge | nsgan (non-saturating)
+    lambda_gan: float = 1.0  # weight of the adversarial term (0: pure regression baseline)
+    lambda_match: float = 10.0  # weight of the L1 matching term
+
+    def __post_init__(self) -> None:
+        _choice("loss.gan", self.gan, ("lsgan", "hinge", "nsgan"))
+
+
+@dataclass(frozen=True)
+class CRFConfig:
+    size: int = 256  # image height = width
+    in_channels: int = 44  # meteorological channels
+    out_channels: int = 3  # reflectance R, G, B
+    widths: tuple = (44, 88, 176, 352, 704)  # U-Net widths per level
+    dropout: float = 0.25  # generator dropout
+    output: str = "tanh"  # tanh | sigmoid
+    noise_channels: int = 0  # extra Gaussian noise channels concatenated to the input
+    d_widths: tuple = (64, 128, 256, 512)  # PatchGAN widths
+    d_scales: int = 3  # discriminators at full, 1/2, 1/4 ... scale
+
+    def __post_init__(self) -> None:
+        _choice("crf.output", self.output, ("tanh", "sigmoid"))
+
+
+@dataclass(frozen=True)
+class LHCConfig:
+    n_layers: int = 10  # barrel layers
+    noise_dim: int = 16  # generator noise vector
+    hidden: int = 256  # residual MLP width
+    blocks: int = 4  # residual blocks in G
+    d_hidden: int = 256  # discriminator width
+    d_blocks: int = 3  # residual blocks in D
+
+
+@dataclass(frozen=True)
+class Config:
+    workload: str = "lhc"  # crf | lhc
+    seed: int = 1234  # base seed: shuffles, init, noise
+    backend: str = "auto"  # auto | horovod | torch | local
+    device: str = "auto"  # auto | cpu | cuda
+    run_dir: str = "runs/default"  # outputs: config, metrics, TensorBoard, figures, checkpoints
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    crf: CRFConfig = field(default_factory=CRFConfig)
+    lhc: LHCConfig = field(default_factory=LHCConfig)
+
+    def __post_init__(self) -> None:
+        _choice("workload", self.workload, ("crf", "lhc"))
+        _choice("backend", self.backend, ("auto", "horovod", "torch", "local"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+
+    def global_batch(self, world_size: int) -> int:
+        return self.train.batch_size * self.train.accumulation * world_size
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+# --- loading ----------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not p.is_file():
+            raise UserError(f"config file {name_or_path}: not found")
+        return p
+    p = PRESET_DIR / f"{name_or_path}.yaml"
+    if not p.is_file():
+        raise UserError(f"config {name_or_path!r}: no such preset (expected one of {', '.join(preset_names())} or a .yaml path)")
+    return p
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    if path in seen:
+        raise UserError(f"config file {path}: 'base' chain loops")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: expected a mapping at top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = resolve_preset(base) if not Path(base).is_absolute() else Path(base)
+    if not Path(base).suffix and not parent.is_file():
+        parent = path.parent / f"{base}.yaml"
+    return _merge(_read_yaml(parent, seen + (path,)), data)
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(name_or_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Preset (or defaults) + overrides -> validated frozen Config."""
+    data: dict = _read_yaml(resolve_preset(name_or_path)) if name_or_path else {}
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {ov!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return from_dict(Config, data)
+
+
+def from_dict(cls: type, data: Mapping, prefix: str = "") -> Any:
+    if not isinstance(data, Mapping):
+        raise UserError(f"config key {prefix.rstrip('.') or '<top>'}: expected a section (mapping), got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for k in data:
+        if k not in known:
+            raise UserError(f"config key {prefix}{k}: unknown (known keys: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(f"{prefix}{f.name}", hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(typ):
+        return from_dict(typ, value, prefix=key + ".")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif typ is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    else:
+        return value
+    raise UserError(f"config key {key}: expected {typ.__name__}, got {value!r}")
+
+
+def _choice(key: str, value: str, options: Sequence[str]) -> None:
+    if value not in options:
+        raise UserError(f"config key {key}: expected one of {', '.join(options)}, got {value!r}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"config key {key}: expected a positive integer, got {value!r}")
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

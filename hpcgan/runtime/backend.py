@@ -1,0 +1,236 @@
+"""The communication interface every layer above runtime talks to.
+
+Three implementations: horovod (default when importable), torch
+(torch.distributed), local (one process). Model and data code never import
+them; the trainer holds a Backend and calls these methods only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from hpcgan.errors import UserError
+from hpcgan.runtime.env import ProcessInfo
+
+BUCKET_BYTES = 64 * 2**20  # gradient fusion buffer, like Horovod's default fusion threshold
+
+
+class Backend(ABC):
+    """Collectives over all ranks. Every rank must call every method in the same order."""
+
+    name: str = "base"
+
+    def __init__(self, info: ProcessInfo, device: torch.device):
+        self.info = info
+        self.device = device
+
+    @property
+    def rank(self) -> int:
+        return self.info.rank
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    @property
+    def local_rank(self) -> int:
+        return self.info.local_rank
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    # --- primitives each backend implements --------------------------------
+    @abstractmethod
+    def allreduce_(self, tensor: torch.Tensor, op: str = "mean", name: str = "") -> torch.Tensor:
+        """In-place allreduce; op is sum, mean or max."""
+
+    @abstractmethod
+    def broadcast_(self, tensor: torch.Tensor, root: int = 0, name: str = "") -> torch.Tensor:
+        """In-place broadcast from root."""
+
+    @abstractmethod
+    def allgather(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        """Concatenate each rank's tensor along dim 0 (sizes along dim 0 may differ)."""
+
+    @abstractmethod
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """Picklable object from root to all."""
+
+    @abstractmethod
+    def allgather_object(self, obj: Any) -> list:
+        """One picklable object per rank, in rank order."""
+
+    @abstractmethod
+    def barrier(self) -> None: ...
+
+    def abort(self, code: int = 1, reason: str = "") -> None:
+        """End every rank now (no collective), e.g. after an error on this rank only."""
+        if reason:
+            print(f"[rank {self.rank}] aborting job: {reason}", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        _mpi_abort(code)
+        os._exit(code)
+
+    def shutdown(self) -> None:
+        pass
+
+    # --- built on the primitives ----------------------------------------
+    def allreduce(self, tensor: torch.Tensor, op: str = "mean", name: str = "") -> torch.Tensor:
+        return self.allreduce_(tensor.clone(), op=op, name=name)
+
+    def allreduce_scalars(self, values: dict[str, float], op: str = "mean") -> dict[str, float]:
+        """Reduce a dict of Python numbers in one collective (for logging)."""
+        if self.size == 1 or not values:
+            return {k: float(v) for k, v in values.items()}
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        t = self.allreduce_(self._to_comm_device(t), op=op, name="scalars").cpu()
+        return dict(zip(keys, t.tolist()))
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any rank (so ranks never disagree)."""
+        if self.size == 1:
+            return bool(flag)
+        t = self._to_comm_device(torch.tensor([1.0 if flag else 0.0]))
+        return bool(self.allreduce_(t, op="max", name="flag").item() > 0)
+
+    def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads") -> None:
+        """Average the gradients of params over ranks, fused into few flat buffers.
+
+        Called explicitly once per GAN phase (see STYLE.md on why hook-based
+        optimizer wrappers misfire when G's backward runs through D).
+        """
+        if self.size == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        for i, bucket in enumerate(_buckets(grads, BUCKET_BYTES)):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            self.allreduce_(flat, op="mean", name=f"{group}.{i}")
+            offset = 0
+            for g in bucket:
+                n = g.numel()
+                g.copy_(flat[offset:offset + n].view_as(g))
+                offset += n
+
+    def broadcast_module(self, module: torch.nn.Module, root: int = 0) -> None:
+        """Parameters and buffers (BatchNorm statistics included) from root."""
+        if self.size == 1:
+            return
+        for name, t in module.state_dict().items():
+            if t.is_floating_point() or t.dtype in (torch.int64, torch.int32):
+                self.broadcast_(t, root=root, name=f"param.{name}")
+
+    def broadcast_optimizer(self, optimizer: torch.optim.Optimizer, root: int = 0) -> None:
+        if self.size == 1:
+            return
+        state = self.broadcast_object(optimizer.state_dict() if self.rank == root else None, root=root)
+        if self.rank != root:
+            optimizer.load_state_dict(state)
+
+    def convert_sync_batchnorm(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def describe(self) -> str:
+        return self.name
+
+    def _to_comm_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+
+def _buckets(tensors: Sequence[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    """Group same-dtype tensors into buckets of at most `limit` bytes (at least one tensor each)."""
+    out: list[list[torch.Tensor]] = []
+    by_dtype: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault((t.dtype, t.device), []).append(t)
+    for group in by_dtype.values():
+        cur: list[torch.Tensor] = []
+        size = 0
+        for t in group:
+            nbytes = t.numel() * t.element_size()
+            if cur and size + nbytes > limit:
+                out.append(cur)
+                cur, size = [], 0
+            cur.append(t)
+            size += nbytes
+        if cur:
+            out.append(cur)
+    return out
+
+
+def _mpi_abort(code: int) -> None:
+    """MPI_Abort when MPI is already initialised in this process; never initialises it."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    try:
+        if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+            mpi.COMM_WORLD.Abort(code)
+    except Exception:
+        pass
+
+
+class LocalBackend(Backend):
+    """One process: every collective is the identity."""
+
+    name = "local"
+
+    def __init__(self, info: ProcessInfo, device: torch.device):
+        if info.size > 1:
+            raise UserError(f"backend 'local' runs one process, but the launcher started {info.size} ranks "
+                            "(use --backend horovod or torch)")
+        super().__init__(info, device)
+
+    def allreduce_(self, tensor, op="mean", name=""):
+        return tensor
+
+    def broadcast_(self, tensor, root=0, name=""):
+        return tensor
+
+    def allgather(self, tensor, name=""):
+        return tensor.clone()
+
+    def broadcast_object(self, obj, root=0):
+        return obj
+
+    def allgather_object(self, obj):
+        return [obj]
+
+    def barrier(self):
+        pass
+
+
+def horovod_importable() -> bool:
+    return importlib.util.find_spec("horovod") is not None
+
+
+def available_backends() -> list[str]:
+    names = []
+    if horovod_importable():
+        names.append("horovod")
+    if torch.distributed.is_available():
+        names.append("torch")
+    return names + ["local"]
+
+
+def init_backend(name: str, info: ProcessInfo, device: torch.device) -> Backend:
+    """Start the named backend ('auto': horovod when importable, else torch when distributed, else local)."""
+    if name == "auto":
+        name = "horovod" if horovod_importable() else ("torch" if info.size > 1 else "local")
+    if name == "horovod":
+        if not horovod_importable():
+            raise UserError("backend 'horovod' asked for, but horovod is not installed in this Python "
+                            "(run 'make env', or choose --backend torch)")
+        from hpcgan.runtime.horovod_backend import HorovodBackend
+        return HorovodBackend(info, device)
+    if name == "torch":
+        from hpcgan.runtime.torch_backend import TorchBackend
+        return TorchBackend(info, device)
+    if name == "local":
+        return LocalBackend(info, device)
+    raise UserError(f"backend {name!r}: expected one of auto, horovod, torch, local")

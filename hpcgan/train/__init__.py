@@ -1,0 +1,1 @@
+"""The generic GAN training loop, its losses, checkpoints and logging."""

@@ -1,0 +1,57 @@
+"""GAN losses over multi-scale discriminator outputs, plus the L1 matching term.
+
+One entry point per phase (stylegan2-ada style): `d_loss` for the
+discriminator phase, `g_loss` for the generator phase. Each returns the scalar
+to back-propagate and a dict of detached statistics for logging.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hpcgan.config import LossConfig
+
+
+def _adv_d(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "lsgan":
+        return 0.5 * (((real - 1) ** 2).mean() + (fake ** 2).mean())
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    return F.softplus(-real).mean() + F.softplus(fake).mean()  # nsgan
+
+
+def _adv_g(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "lsgan":
+        return 0.5 * ((fake - 1) ** 2).mean()
+    if kind == "hinge":
+        return -fake.mean()
+    return F.softplus(-fake).mean()
+
+
+class GANLoss:
+    def __init__(self, cfg: LossConfig):
+        self.cfg = cfg
+
+    @property
+    def adversarial(self) -> bool:
+        return self.cfg.lambda_gan > 0
+
+    def d_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        real_logits = D(cond, real)
+        fake_logits = D(cond, fake.detach())
+        loss = sum(_adv_d(self.cfg.gan, r.float(), f.float()) for r, f in zip(real_logits, fake_logits))
+        stats = {"d_loss": loss.detach(),
+                 "d_real": torch.stack([r.detach().float().mean() for r in real_logits]).mean(),
+                 "d_fake": torch.stack([f.detach().float().mean() for f in fake_logits]).mean()}
+        return loss, stats
+
+    def g_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        match = F.l1_loss(fake.float(), real.float())
+        loss = self.cfg.lambda_match * match
+        stats = {"g_l1": match.detach()}
+        if self.adversarial:
+            adv = sum(_adv_g(self.cfg.gan, f.float()) for f in D(cond, fake))
+            loss = loss + self.cfg.lambda_gan * adv
+            stats["g_adv"] = adv.detach()
+        stats["g_loss"] = loss.detach()
+        return loss, stats

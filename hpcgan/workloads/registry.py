@@ -1,0 +1,75 @@
+"""Name -> Workload. A workload supplies models, data transforms and metrics; the trainer does the rest.
+
+Conventions every workload follows:
+- G(cond) -> fake in model space (noise, if any, is drawn inside G from torch's RNG);
+- D(cond, x) -> list of logit tensors (one per scale; a single-scale D returns a one-element list);
+- `prepare` maps a reader batch (float32 CPU tensors in file units) to model space on the device,
+  `to_data_units` maps generated model-space tensors back to file units.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hpcgan.config import Config
+from hpcgan.errors import UserError
+
+
+class Workload(ABC):
+    name: str = ""
+    convnet: bool = False  # channels_last helps convnets on GPU
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    @abstractmethod
+    def build_generator(self) -> nn.Module: ...
+
+    @abstractmethod
+    def build_discriminator(self) -> nn.Module: ...
+
+    @abstractmethod
+    def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reader batch (file units) -> (cond, real) in model space on `device`."""
+
+    @abstractmethod
+    def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
+        """Generated model-space tensor -> target in file units (for `hpcgan generate`)."""
+
+    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """Per-batch means; the trainer averages them over batches and ranks."""
+        return {"l1": (fake - real).abs().mean().item(), "mse": ((fake - real) ** 2).mean().item()}
+
+    def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                      tb_writer=None, step: int = 0) -> None:
+        """Sample figures for one validation batch (rank 0 only). Optional."""
+
+    def check_dataset(self, attrs: dict, path: str) -> None:
+        """Raise UserError when a dataset does not fit this workload (wrong workload, shapes, layers)."""
+        if attrs.get("workload") not in (None, self.name):
+            raise UserError(f"{path}: dataset is for workload {attrs.get('workload')!r}, expected {self.name!r}")
+
+
+_REGISTRY: dict[str, Callable[[Config], Workload]] = {}
+_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc"}
+
+
+def register(name: str) -> Callable:
+    def deco(cls):
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+    return deco
+
+
+def get_workload(cfg: Config) -> Workload:
+    if cfg.workload not in _REGISTRY and cfg.workload in _MODULES:
+        importlib.import_module(_MODULES[cfg.workload])
+    if cfg.workload not in _REGISTRY:
+        raise UserError(f"config key workload: {cfg.workload!r} is not available (known: {', '.join(sorted(_MODULES))})")
+    return _REGISTRY[cfg.workload](cfg)
