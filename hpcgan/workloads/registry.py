@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -48,6 +50,11 @@ class Workload(ABC):
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:
         """Sample figures for one validation batch (rank 0 only). Optional."""
+
+    @abstractmethod
+    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
+        """Science evaluation on held-out data (rank 0, file units): write figures + JSON under out_dir,
+        return the summary numbers. `real` is the dataset's target, `fake` the generator's."""
 
     def check_dataset(self, attrs: dict, path: str) -> None:
         """Raise UserError when a dataset does not fit this workload (wrong workload, shapes, layers)."""
