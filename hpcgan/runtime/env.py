@@ -61,7 +61,7 @@ def detect_process(env: Mapping[str, str] | None = None) -> ProcessInfo:
         return ProcessInfo(
             rank=int(env["OMPI_COMM_WORLD_RANK"]), size=size,
             local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", default=0), local_size=local_size,
-            node_rank=_int(env, "OMPI_COMM_WORLD_NODE_RANK", default=0),
+            node_rank=int(env["OMPI_COMM_WORLD_RANK"]) // max(local_size, 1),  # by-slot mapping (mpirun's default)
             num_nodes=max(1, -(-size // max(local_size, 1))), launcher="openmpi", hostname=host)
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:  # srun (Cray MPICH or pmix)
         return ProcessInfo(
