@@ -95,9 +95,22 @@ class CRFConfig:
     noise_channels: int = 0  # extra Gaussian noise channels concatenated to the input
     d_widths: tuple = (64, 128, 256, 512)  # PatchGAN widths
     d_scales: int = 3  # discriminators at full, 1/2, 1/4 ... scale
+    norm: str = "batch"  # generator norm: batch (paper) | instance | none (no cross-sample statistics)
 
     def __post_init__(self) -> None:
         _choice("crf.output", self.output, ("tanh", "sigmoid"))
+        _choice("crf.norm", self.norm, ("batch", "instance", "none"))
+        for k in ("size", "in_channels", "out_channels", "d_scales"):
+            _positive(f"crf.{k}", getattr(self, k))
+        if not self.widths or not self.d_widths or any(
+                not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
+            raise UserError(f"config key crf.widths/crf.d_widths: expected non-empty lists of positive integers, "
+                            f"got {list(self.widths)} / {list(self.d_widths)}")
+        if self.size % 2 ** (len(self.widths) - 1):
+            raise UserError(f"config key crf.size: {self.size} is not divisible by 2^(levels-1) = "
+                            f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (crf.widths)")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"config key crf.dropout: expected a value in [0, 1), got {self.dropout!r}")
 
 
 @dataclass(frozen=True)

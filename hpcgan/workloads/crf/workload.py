@@ -1,0 +1,136 @@
+"""The CRF workload: meteorological fields (44 channels) -> RGB cloud reflectance (3 channels).
+
+Model space: inputs as the reader gives them (standardised per channel when
+data.normalize is on); targets are reflectances in [0, 1] mapped to [-1, 1]
+for a tanh generator or left in [0, 1] for a sigmoid one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcgan.errors import UserError
+from hpcgan.workloads.crf import figures, spectrum
+from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
+from hpcgan.workloads.registry import Workload, register
+
+EVAL_JSON = "crf_evaluation.json"
+EVAL_GRID = "crf_samples.png"
+EVAL_SPECTRA = "crf_spectra.png"
+
+
+def target_names(n: int) -> list[str]:
+    return ["R", "G", "B"] if n == 3 else [f"ch{i}" for i in range(n)]
+
+
+@register("crf")
+class CRFWorkload(Workload):
+    convnet = True
+
+    # Models.
+    def build_generator(self) -> nn.Module:
+        c = self.cfg.crf
+        return UNetGenerator(c.in_channels, c.out_channels, c.widths, norm=c.norm, dropout=c.dropout,
+                             output=c.output, noise_channels=c.noise_channels)
+
+    def build_discriminator(self) -> nn.Module:
+        c = self.cfg.crf
+        return MultiScaleDiscriminator(c.in_channels, c.out_channels, c.d_widths, scales=c.d_scales)
+
+    # Units.
+    def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        cond = inputs.to(device, non_blocking=True)
+        real = targets.to(device, non_blocking=True)
+        if self.cfg.crf.output == "tanh":
+            real = real * 2.0 - 1.0
+        return cond, real
+
+    def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
+        return (fake + 1.0) * 0.5 if self.cfg.crf.output == "tanh" else fake
+
+    # Metrics during training.
+    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """L1/MSE in reflectance units and the high-band spectral distance of the batch's grayscale images."""
+        r = self.to_data_units(real.detach().float())
+        f = self.to_data_units(fake.detach().float())
+        k, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()))
+        _, p_fake = spectrum.radial_power_spectrum(spectrum.grayscale(f.cpu().numpy()))
+        dist = spectrum.spectral_distance(k, p_fake.mean(0), p_real.mean(0))
+        return {"l1": (f - r).abs().mean().item(), "mse": ((f - r) ** 2).mean().item(),
+                "spec_high": dist["high"]["abs"], "spec_high_log_ratio": dist["high"]["log_ratio"]}
+
+    def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                      tb_writer=None, step: int = 0) -> None:
+        n = min(4, cond.shape[0])
+        r = self.to_data_units(real[:n].detach().float()).cpu().numpy()
+        f = self.to_data_units(fake[:n].detach().float()).cpu().numpy()
+        figures.sample_grid(cond[:n].detach().float().cpu().numpy(), r, f, Path(out_dir) / f"{tag}.png",
+                            title=f"{tag} (inputs as the model sees them)")
+        if tb_writer is not None:
+            real_rgb, fake_rgb = figures.rgb_for_display(r, f)
+            tb_writer.add_images(f"{tag}/real", real_rgb, step, dataformats="NHWC")
+            tb_writer.add_images(f"{tag}/generated", fake_rgb, step, dataformats="NHWC")
+
+    # Science evaluation.
+    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
+        """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band.
+        Writes crf_evaluation.json (with the spectra), crf_samples.png and crf_spectra.png under out_dir."""
+        real = np.asarray(real, np.float64)
+        fake = np.asarray(fake, np.float64)
+        if real.shape != fake.shape or real.ndim != 4:
+            raise UserError(f"crf evaluate: real and generated targets must both be (N, C, H, W), "
+                            f"got {real.shape} and {fake.shape}")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = target_names(real.shape[1])
+        fields = {"gray": (spectrum.grayscale(real) if real.shape[1] == 3 else real.mean(1),
+                           spectrum.grayscale(fake) if fake.shape[1] == 3 else fake.mean(1))}
+        fields.update({n: (real[:, i], fake[:, i]) for i, n in enumerate(names)})
+        k = None
+        spectra: dict[str, dict[str, list]] = {"real": {}, "fake": {}}
+        distance, slopes = {}, {}
+        for name, (r, f) in fields.items():
+            k, p_real = spectrum.radial_power_spectrum(r)
+            _, p_fake = spectrum.radial_power_spectrum(f)
+            p_real, p_fake = p_real.mean(0), p_fake.mean(0)
+            spectra["real"][name], spectra["fake"][name] = p_real.tolist(), p_fake.tolist()
+            distance[name] = spectrum.spectral_distance(k, p_fake, p_real)
+            slopes[name] = {"real": spectrum.fit_slope(k, p_real), "fake": spectrum.fit_slope(k, p_fake)}
+        masks = spectrum.band_masks(k)
+        summary = {
+            "n_samples": int(real.shape[0]),
+            "image_size": list(real.shape[2:]),
+            "l1": float(np.abs(fake - real).mean()),
+            "mse": float(((fake - real) ** 2).mean()),
+            "l1_per_channel": {n: float(np.abs(fake[:, i] - real[:, i]).mean()) for i, n in enumerate(names)},
+            "spectral_distance": distance,
+            "spectral_slope": slopes,
+            "bands": {b: [int(k[m].min()), int(k[m].max())] for b, m in masks.items()},
+            "figures": {"samples": EVAL_GRID, "spectra": EVAL_SPECTRA},
+        }
+        curves = {name: {"real": np.array(spectra["real"][name]), "generated": np.array(spectra["fake"][name])}
+                  for name in fields}
+        edges = [float(k[m].max()) + 0.5 for m in list(masks.values())[:-1]]
+        figures.spectra_plot(k, curves, out_dir / EVAL_SPECTRA, band_edges=edges,
+                             title=f"CRF spectra, {real.shape[0]} held-out samples")
+        figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
+        (out_dir / EVAL_JSON).write_text(json.dumps({**summary, "k": k.tolist(), "spectra": spectra}, indent=1))
+        return summary
+
+    def check_dataset(self, attrs: dict, path: str) -> None:
+        super().check_dataset(attrs, path)
+        c = self.cfg.crf
+        expected = {"input": (c.in_channels, c.size, c.size), "target": (c.out_channels, c.size, c.size)}
+        for kind, want in expected.items():
+            shape = attrs.get(f"{kind}_shape")
+            if shape is not None and tuple(int(s) for s in shape) != want:
+                raise UserError(f"{path}: {kind} shape {tuple(int(s) for s in shape)} does not fit the CRF config "
+                                f"(crf.{'in' if kind == 'input' else 'out'}_channels, crf.size) = {want}")
+            names = attrs.get(f"{kind}_channels")
+            if shape is None and names is not None and len(names) != want[0]:
+                raise UserError(f"{path}: {len(names)} {kind} channels, the CRF config expects {want[0]} "
+                                f"(crf.{'in' if kind == 'input' else 'out'}_channels)")
