@@ -1,0 +1,139 @@
+"""Atomic, verified checkpoints.
+
+File layout: one JSON header line {"magic", "sha256", "bytes"} followed by the
+torch.save payload. Written by rank 0 to a temporary name in the same folder,
+fsynced, then renamed, so a crash mid-write never leaves a half checkpoint
+under a real name; the folder is fsynced too so the rename survives a node
+failure. On load the checksum is verified before unpickling.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpcgan.errors import UserError
+
+MAGIC = "hpcgan-checkpoint-v1"
+NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:08d}.pt"
+
+
+def save_checkpoint(state: dict, directory: Path, step: int, keep: int) -> Path:
+    """Write atomically; then delete all but the newest `keep` checkpoints."""
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    header = json.dumps({"magic": MAGIC, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
+    final = directory / checkpoint_name(step)
+    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(header.encode() + b"\n")
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints (temporary files excluded), oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if NAME.match(p.name)), key=lambda p: p.name)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """Verify the checksum, then load. UserError names the file and what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            header_line = f.readline()
+            payload = f.read()
+    except OSError as e:
+        raise UserError(f"checkpoint {path}: cannot read ({e.strerror})") from None
+    try:
+        header = json.loads(header_line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (bad header)") from None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (expected magic {MAGIC})")
+    if len(payload) != header.get("bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise UserError(f"checkpoint {path}: checksum mismatch ({len(payload)} of {header.get('bytes')} bytes): "
+                        "the file is truncated or corrupted")
+    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+
+
+def find_resume_checkpoint(directory: Path, log=print) -> Path | None:
+    """Newest checkpoint that verifies; a corrupted newer one is reported and skipped, never deleted."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            load_checkpoint(path)
+            return path
+        except UserError as e:
+            log(f"warning: skipping {e}")
+    return None
+
+
+def resolve_checkpoint(path_or_run: str) -> Path:
+    """A checkpoint file, or a run directory (its newest valid checkpoint)."""
+    p = Path(path_or_run)
+    if p.is_dir():
+        found = find_resume_checkpoint(p / "checkpoints" if (p / "checkpoints").is_dir() else p)
+        if found is None:
+            raise UserError(f"{p}: no valid checkpoint found (expected checkpoints/ckpt-*.pt)")
+        return found
+    if not p.is_file():
+        raise UserError(f"checkpoint {p}: not found")
+    return p
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module under torch.compile's wrapper (so state dict keys stay stable)."""
+    return getattr(module, "_orig_mod", module)
+
+
+def rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,289 @@
+"""The training loop: one readable function, helpers for everything around it.
+
+Per step: read a batch (prefetched), G and D forward/backward (step.py), one
+small control allreduce at the step boundary (non-finite loss anywhere? a
+preemption signal anywhere?) so ranks never disagree, gradient sync + optimizer
+steps, then logging, checkpoints and validation on their intervals.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hpcgan.config import Config
+from hpcgan.data.reader import ShardedReader
+from hpcgan.errors import UserError
+from hpcgan.runtime import faults, signals
+from hpcgan.runtime.backend import Backend
+from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.run_dir import RunDir, environment_record
+from hpcgan.train.step import Training, build_training
+
+EXIT_NONFINITE = 4
+
+
+@dataclass
+class Position:
+    """Where training stands: the next (epoch, step in epoch) to run, and optimizer steps done."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class Meter:
+    """Local sums over one logging interval; reduced across ranks only when logged."""
+
+    stats: dict = field(default_factory=dict)
+    steps: int = 0
+    samples: int = 0
+    data_s: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: dict, samples: int, data_s: float) -> None:
+        for k, v in stats.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v
+        self.steps += 1
+        self.samples += samples
+        self.data_s += data_s
+
+
+def make_reader(cfg: Config, backend: Backend, path: str, train: bool) -> ShardedReader:
+    return ShardedReader(
+        path, backend.rank, backend.size, cfg.train.batch_size, cfg.seed,
+        shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
+        cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
+        remainder=cfg.data.remainder if train else "drop", pin_memory=backend.device.type == "cuda")
+
+
+def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
+    """Train cfg on this backend; returns the process exit code (0, EXIT_REQUEUE, EXIT_NONFINITE)."""
+    log = _logger(backend)
+    run = RunDir(cfg.run_dir, active=backend.is_root)
+    log(f"hpcgan train: workload {cfg.workload}, {backend.size} rank(s), backend {backend.describe()}, "
+        f"device {backend.device}, global batch {cfg.global_batch(backend.size)}, run dir {cfg.run_dir}")
+
+    # Section: data and models.
+    reader = make_reader(cfg, backend, cfg.data.path, train=True)
+    val_reader = make_reader(cfg, backend, cfg.data.val_path, train=False) if cfg.data.val_path else None
+    tr = build_training(cfg, backend, log)
+    tr.workload.check_dataset(reader.attrs, cfg.data.path)
+    steps_per_epoch = reader.steps_per_epoch // cfg.train.accumulation
+    if steps_per_epoch < 1:
+        raise UserError(f"data.path {cfg.data.path}: {reader.num_samples} samples are fewer than one global batch "
+                        f"({cfg.global_batch(backend.size)} = batch_size x accumulation x {backend.size} ranks)")
+
+    # Section: resume.
+    pos = resume_training(tr, run, resume, log)
+    run.write_config(cfg)
+    run.write_json("environment.json", environment_record(backend, backend.allgather_object(backend.info.hostname)))
+
+    # Section: the loop.
+    signals.install()
+    fault = faults.resolve(cfg.train.fault)
+    total = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    bar = tqdm(total=total, initial=min(pos.global_step, total), disable=not backend.is_root, unit="step",
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    meter = Meter()
+    try:
+        for epoch in range(pos.epoch, cfg.train.epochs):
+            batches = reader.epoch(epoch, start_step=pos.step_in_epoch * cfg.train.accumulation)
+            for step_in_epoch in range(pos.step_in_epoch, steps_per_epoch):
+                t0 = time.perf_counter()
+                micro = [next(batches) for _ in range(cfg.train.accumulation)]
+                t_data = time.perf_counter() - t0
+                prepared = [tr.workload.prepare(x, y, tr.device) for x, y in micro]
+                stats = tr.forward_backward(prepared)
+
+                # Step boundary: every rank learns the same two facts in one tiny collective.
+                nonfinite = not all(math.isfinite(float(v)) for v in stats.values())
+                flags = backend.allreduce(torch.tensor([float(nonfinite), float(signals.requested() is not None)]),
+                                          op="max", name="control")
+                if flags[0] > 0:
+                    _nonfinite(cfg, stats, epoch, step_in_epoch, pos, log)
+                    if cfg.train.nonfinite == "stop":
+                        return EXIT_NONFINITE
+                tr.sync_and_step(skip=flags[0] > 0)
+                tr.extra_d_steps(prepared)
+                pos.global_step += 1
+                pos.epoch, pos.step_in_epoch = epoch, step_in_epoch + 1
+                meter.add({k: float(v) for k, v in stats.items()}, sum(len(x) for x, _ in micro), t_data)
+                bar.update(1)
+                if fault is not None:
+                    faults.maybe_inject(fault, backend.rank, pos.global_step)
+
+                if pos.global_step % cfg.train.log_every == 0:
+                    meter = log_interval(tr, run, meter, pos, bar)
+                if flags[1] > 0:
+                    return preempted(tr, run, pos, log)
+                if cfg.train.max_steps and pos.global_step >= cfg.train.max_steps:
+                    save(tr, run, pos)
+                    log(f"reached train.max_steps={cfg.train.max_steps}; checkpoint written")
+                    return 0
+                if cfg.train.checkpoint_every and pos.global_step % cfg.train.checkpoint_every == 0:
+                    save(tr, run, pos)
+
+            # Section: end of epoch.
+            pos.epoch, pos.step_in_epoch = epoch + 1, 0
+            if val_reader is not None:
+                validate(tr, run, val_reader, epoch, pos.global_step, log)
+            save(tr, run, pos)
+        log(f"done: {cfg.train.epochs} epoch(s), {pos.global_step} steps; outputs in {cfg.run_dir}")
+        return 0
+    finally:
+        bar.close()
+        run.close()
+        reader.close()
+        if val_reader is not None:
+            val_reader.close()
+
+
+def _logger(backend: Backend):
+    def log(msg: str) -> None:
+        if backend.is_root:
+            tqdm.write(msg, file=sys.stderr)
+    return log
+
+
+def _nonfinite(cfg: Config, stats: dict, epoch: int, step: int, pos: Position, log) -> None:
+    values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
+    if cfg.train.nonfinite == "stop":
+        log(f"error: non-finite loss at epoch {epoch} step {step} (global step {pos.global_step + 1}) on some rank: "
+            f"{values} (this rank). Stopping; the last checkpoint is intact. Lower the LR, or set train.nonfinite=skip")
+    else:
+        log(f"warning: non-finite loss at global step {pos.global_step + 1}; step skipped (train.nonfinite=skip)")
+
+
+def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) -> Meter:
+    """Reduce the interval's statistics across ranks (one collective) and write them on rank 0."""
+    backend = tr.backend
+    elapsed = time.perf_counter() - meter.start
+    local = {k: v / meter.steps for k, v in meter.stats.items()}
+    local["data_wait_frac"] = meter.data_s / elapsed
+    local["sync_frac"] = tr.timings["sync_s"] / elapsed
+    local["step_time_s"] = elapsed / meter.steps
+    reduced = backend.allreduce_scalars(local, op="mean")
+    rates = backend.allgather_object(meter.samples / elapsed)
+    record = {"kind": "train", "step": pos.global_step, "epoch": pos.epoch, **reduced,
+              "samples_per_s": sum(rates), "samples_per_s_rank_min": min(rates),
+              "samples_per_s_rank_max": max(rates),
+              "lr_g": tr.opt_g.param_groups[0]["lr"], "lr_d": tr.opt_d.param_groups[0]["lr"]}
+    run.log_metrics(record, pos.global_step)
+    bar.set_postfix({"samples/s": f"{sum(rates):.1f}", "g": f"{reduced.get('g_loss', 0):.3f}",
+                     "d": f"{reduced.get('d_loss', 0):.3f}"}, refresh=False)
+    tr.timings["sync_s"] = 0.0
+    return Meter()
+
+
+@torch.no_grad()
+def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step: int, log) -> dict:
+    """Held-out metrics averaged over batches and ranks; figures from rank 0's first batch."""
+    limit = tr.cfg.train.val_batches or reader.steps_per_epoch
+    n = min(limit, reader.steps_per_epoch)
+    if n == 0:
+        log(f"warning: data.val_path has too few samples for one batch per rank; validation skipped")
+        return {}
+    sums: dict[str, float] = {}
+    for i, (x, y) in enumerate(reader.epoch(0)):
+        if i >= n:
+            break
+        cond, real = tr.workload.prepare(x, y, tr.device)
+        fake = tr.generate(cond)
+        for k, v in tr.workload.validation_metrics(cond, real, fake).items():
+            sums[k] = sums.get(k, 0.0) + v / n
+        if i == 0 and tr.backend.is_root and tr.cfg.train.figures:
+            tr.workload.write_figures(run.figures, f"epoch{epoch + 1:03d}", cond.cpu(), real.cpu(), fake.cpu(),
+                                      tb_writer=run.tensorboard(), step=step)
+    metrics = tr.backend.allreduce_scalars(sums, op="mean")
+    run.log_metrics({"kind": "val", "step": step, "epoch": epoch + 1, **metrics}, step)
+    log(f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+def checkpoint_state(tr: Training, pos: Position) -> dict:
+    """Everything needed to continue exactly; collective (gathers every rank's RNG state)."""
+    rngs = tr.backend.allgather_object(ckpt.rng_state())
+    return {
+        "G": ckpt.unwrap(tr.G).state_dict(), "D": ckpt.unwrap(tr.D).state_dict(),
+        "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(), "scaler": tr.scaler.state_dict(),
+        "rng": rngs, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
+        "step_count": tr.step_count, "world_size": tr.backend.size, "workload": tr.cfg.workload,
+        "config": tr.cfg.to_dict(),
+    }
+
+
+def save(tr: Training, run: RunDir, pos: Position) -> None:
+    """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write."""
+    state = checkpoint_state(tr, pos)
+    if tr.backend.is_root:
+        ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
+    tr.backend.barrier()
+
+
+def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:
+    save(tr, run, pos)
+    sig = signals.requested() or "a signal on another rank"
+    run.append_jsonl("interruptions.jsonl", {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "signal": sig, "received_at": signals.received_at(),
+        "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
+        "slurm_job_id": _env("SLURM_JOB_ID"), "slurm_restart_count": _env("SLURM_RESTART_COUNT")})
+    log(f"preempted ({sig}): checkpoint at step {pos.global_step} written; exiting {signals.EXIT_REQUEUE} for requeue")
+    tr.backend.barrier()
+    return signals.EXIT_REQUEUE
+
+
+def _env(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name)
+
+
+def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
+    """Load a checkpoint on rank 0 and broadcast it; `resume` is auto, never, or a path."""
+    backend = tr.backend
+    path = None
+    if backend.is_root and resume != "never":
+        if resume == "auto":
+            path = ckpt.find_resume_checkpoint(run.checkpoints, log)
+        else:
+            path = ckpt.resolve_checkpoint(resume)
+    path = backend.broadcast_object(str(path) if path else None)
+    if path is None:
+        return Position()
+    state = ckpt.load_checkpoint(Path(path)) if backend.is_root else None
+    meta = backend.broadcast_object(None if state is None else {
+        k: state[k] for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
+                              "scaler", "workload")})
+    if meta["workload"] != tr.cfg.workload:
+        raise UserError(f"checkpoint {path}: trained workload {meta['workload']!r}, config says {tr.cfg.workload!r}")
+    if backend.is_root:
+        ckpt.unwrap(tr.G).load_state_dict(state["G"])
+        ckpt.unwrap(tr.D).load_state_dict(state["D"])
+        tr.opt_g.load_state_dict(state["opt_g"])
+        tr.opt_d.load_state_dict(state["opt_d"])
+    backend.broadcast_module(ckpt.unwrap(tr.G))
+    backend.broadcast_module(ckpt.unwrap(tr.D))
+    backend.broadcast_optimizer(tr.opt_g)
+    backend.broadcast_optimizer(tr.opt_d)
+    tr.scaler.load_state_dict(meta["scaler"])
+    tr.step_count = meta["step_count"]
+    tr.set_lr()
+    pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
+    if meta["world_size"] == backend.size:
+        ckpt.set_rng_state(meta["rng"][backend.rank])
+    else:
+        log(f"notice: checkpoint was written by {meta['world_size']} ranks, now {backend.size}: "
+            "RNG streams reseeded and the interrupted epoch restarts from its first step")
+        torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + pos.global_step)
+        pos.step_in_epoch = 0
+    log(f"resumed from {path}: epoch {pos.epoch}, step {pos.step_in_epoch} of the epoch, global step {pos.global_step}")
+    return pos
