@@ -1,0 +1,93 @@
+"""`hpcgan evaluate RUN_OR_CHECKPOINT --data HELD_OUT.h5`: the workload's science evaluation.
+
+Generation is sharded over ranks; the outputs are gathered to rank 0, which
+runs the workload's evaluation (figures + JSON) and, for a run directory, the
+loss curves.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpcgan.runtime import session
+from hpcgan.train.inference import generate_range, load_generator, open_for_inference, rank_range
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained generator on held-out data (figures + JSON)")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or checkpoint file")
+    p.add_argument("--data", required=True, help="held-out HDF5 file or glob")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
+    p.add_argument("--max-samples", type=int, default=20000, help="evaluate the first N samples (default 20000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--backend", default="auto", choices=["auto", "horovod", "torch", "local"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    backend = session.start(args.backend, args.device)
+    cfg, workload, G, ckpt_path = load_generator(args.checkpoint, backend)
+    reader = open_for_inference(cfg, args.data, backend)
+    workload.check_dataset(reader.attrs, args.data)
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else ckpt_path.parent.parent
+    out = Path(args.out) if args.out else run_dir / "evaluation"
+    n = min(reader.num_samples, max(args.max_samples, 1))
+    start, stop = rank_range(n, backend.rank, backend.size)
+
+    with session.rank_local_errors():
+        torch.manual_seed(cfg.seed + 104729 * (backend.rank + 1))  # generator noise: reproducible per rank
+        parts = [fake for _, fake, _ in generate_range(cfg, workload, G, reader, start, stop, args.batch_size,
+                                                          backend.device)]
+        local = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros((0, *reader.target_shape))
+        fake = backend.allgather(local, name="evaluate.fake").numpy()  # rank order == index order
+        summary = None
+        if backend.is_root:
+            idx = np.arange(n)
+            inputs, real = reader.read_samples(idx, normalize=False)
+            meta = {name: reader.read_meta(name)[:n] for name in (reader.attrs.get("meta") or {})}
+            out.mkdir(parents=True, exist_ok=True)
+            summary = workload.evaluate(inputs, real, fake, meta, out)
+            summary = {"checkpoint": str(ckpt_path), "data": args.data, "samples": n, **(summary or {})}
+            plot_loss_curves(run_dir, out)
+            (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+            print(f"evaluation of {ckpt_path} on {n} samples of {args.data}: figures and summary.json in {out}")
+        backend.barrier()
+    session.stop()
+    return 0
+
+
+def plot_loss_curves(run_dir: Path, out: Path) -> None:
+    """Training losses and validation metrics from metrics.jsonl (when evaluating a run directory)."""
+    from hpcgan.train.run_dir import read_metrics
+
+    records = read_metrics(run_dir)
+    if not records:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val"]
+    for key in ("g_loss", "d_loss", "g_l1", "g_adv"):
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts:
+            axes[0].plot(*zip(*pts), label=key)
+    axes[0].set(xlabel="step", ylabel="loss", title="training losses (mean over ranks)", yscale="log")
+    axes[0].legend()
+    for key in sorted({k for r in val for k in r} - {"kind", "step", "epoch"}):
+        pts = [(r["epoch"], r[key]) for r in val if key in r]
+        axes[1].plot(*zip(*pts), marker="o", label=key)
+    axes[1].set(xlabel="epoch", title="validation", yscale="log")
+    if val:
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=100)
+    plt.close(fig)

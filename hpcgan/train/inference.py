@@ -1,0 +1,79 @@
+"""A trained generator applied to a dataset, sharded contiguously over ranks (generate, evaluate)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcgan.config import Config, from_dict, load_config
+from hpcgan.data.reader import ShardedReader
+from hpcgan.runtime.backend import Backend
+from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.step import amp_dtype
+from hpcgan.workloads import Workload, get_workload
+
+
+def rank_range(n: int, rank: int, size: int) -> tuple[int, int]:
+    """Contiguous, balanced [start, stop) of n items for rank (the first n % size ranks get one more)."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def load_generator(checkpoint: str, backend: Backend, overrides: Sequence[str] = ()) -> tuple[Config, Workload, nn.Module, Path]:
+    """Config from the checkpoint (plus overrides), the workload, and G in eval mode on this rank's device."""
+    path = ckpt.resolve_checkpoint(checkpoint)
+    state = ckpt.load_checkpoint(path)
+    cfg = from_dict(Config, state["config"])
+    if overrides:
+        import yaml
+
+        tmp = Path(path).parent / f".override-{backend.rank}.yaml"
+        tmp.write_text(yaml.safe_dump(state["config"]))
+        try:
+            cfg = load_config(str(tmp), overrides)
+        finally:
+            tmp.unlink(missing_ok=True)
+    workload = get_workload(cfg)
+    G = workload.build_generator()
+    G.load_state_dict(state["G"])
+    G.to(backend.device).eval()
+    return cfg, workload, G, path
+
+
+def open_for_inference(cfg: Config, path: str, backend: Backend) -> ShardedReader:
+    return ShardedReader(path, 0, 1, 1, cfg.seed, shuffle=False, normalize=cfg.data.normalize,
+                         check_finite=cfg.data.check_finite)
+
+
+def generate_range(cfg: Config, workload: Workload, G: nn.Module, reader: ShardedReader, start: int, stop: int,
+                   batch_size: int, device: torch.device) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (first index, generated targets in file units, seconds spent in the model) per batch."""
+    dtype = amp_dtype(cfg.train.amp, device)
+    for b in range(start, stop, batch_size):
+        idx = np.arange(b, min(b + batch_size, stop))
+        x, y = reader.read_samples(idx, normalize=True)
+        cond, _ = workload.prepare(torch.from_numpy(x), torch.from_numpy(y), device)
+        t0 = _sync_time(device)
+        with torch.no_grad(), (torch.autocast(device.type, dtype=dtype) if dtype else _null()):
+            fake = workload.to_data_units(G(cond).float())
+        out = fake.cpu().numpy()
+        yield b, out, _sync_time(device) - t0
+
+
+def _sync_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
