@@ -59,10 +59,10 @@ def test_validation_metrics():
     real01 = torch.tensor(textured(4, 32, rng), dtype=torch.float32)
     cond, real = wl.prepare(torch.zeros(4, 5, 32, 32), real01, torch.device("cpu"))
     same = wl.validation_metrics(cond, real, real.clone())
-    assert same == {"l1": 0.0, "mse": 0.0, "spec_high": 0.0, "spec_high_log_ratio": 0.0}
+    assert same == {"l1": 0.0, "mse": 0.0, "spec_high": 0.0, "hf_power_ratio": 1.0}
     fake = wl.prepare(cond, torch.tensor(blur(real01.numpy())), torch.device("cpu"))[1]
     m = wl.validation_metrics(cond, real, fake)
-    assert m["l1"] > 0 and m["mse"] > 0 and m["spec_high"] > 0.5 and m["spec_high_log_ratio"] < -0.5
+    assert m["l1"] > 0 and m["mse"] > 0 and m["spec_high"] > 0.5 and m["hf_power_ratio"] < 0.3
 
 
 def test_evaluate_toy_case(tmp_path):

@@ -13,10 +13,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 # Reference channel order of the 44 CRF inputs (Schmidt et al. 2020).
-REFERENCE_INPUTS = ([f"U{i}" for i in range(10)] + [f"T{i}" for i in range(10)] + [f"V{i}" for i in range(10)]
-                    + [f"RH{i}" for i in range(10)] + ["scattering_angle", "TS", "lat", "lon"])
+_LEVELS_HPA = (1000, 925, 850, 700, 600, 500, 400, 300, 250, 200)
+REFERENCE_INPUTS = [f"{v}_{p}" for v in ("U", "T", "V", "RH") for p in _LEVELS_HPA] + \
+    ["scattering_angle", "TS", "lat", "lon"]
 # Shown in grids when the inputs are in the reference order: humidity drives clouds.
-_SHOWN_REFERENCE = ("RH2", "RH5", "T5", "TS")
+_SHOWN_REFERENCE = ("RH_850", "RH_500", "TS")
 
 
 def shown_input_channels(n_channels: int, max_shown: int = 3) -> list[tuple[int, str]]:

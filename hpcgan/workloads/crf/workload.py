@@ -54,14 +54,16 @@ class CRFWorkload(Workload):
 
     # Metrics during training.
     def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """L1/MSE in reflectance units and the high-band spectral distance of the batch's grayscale images."""
+        """L1/MSE in reflectance units and, for the batch's grayscale images, the high-band spectral distance
+        (mean |log10 P_fake/P_real|) and power ratio (geometric mean of P_fake/P_real; < 1: too smooth).
+        All positive, so they plot on log axes."""
         r = self.to_data_units(real.detach().float())
         f = self.to_data_units(fake.detach().float())
         k, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()))
         _, p_fake = spectrum.radial_power_spectrum(spectrum.grayscale(f.cpu().numpy()))
         dist = spectrum.spectral_distance(k, p_fake.mean(0), p_real.mean(0))
         return {"l1": (f - r).abs().mean().item(), "mse": ((f - r) ** 2).mean().item(),
-                "spec_high": dist["high"]["abs"], "spec_high_log_ratio": dist["high"]["log_ratio"]}
+                "spec_high": dist["high"]["abs"], "hf_power_ratio": 10.0 ** dist["high"]["log_ratio"]}
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:
