@@ -1,0 +1,213 @@
+"""ShardedReader in one process: partition, determinism, resume, multi-file, cache, errors, thread failures."""
+import os
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from hpcgan.data.reader import ShardedReader, epoch_order, plan_epoch
+from hpcgan.errors import UserError
+
+
+def _read_all(reader, epoch, start_step=0):
+    """Global indices decoded from the data actually read (inputs[:, 0] == index when not normalised)."""
+    out = []
+    for x, y in reader.epoch(epoch, start_step):
+        assert x.dtype == torch.float32 and y.dtype == torch.float32
+        idx = x[:, 0, 0, 0].numpy().astype(np.int64)
+        np.testing.assert_array_equal(x[:, 2, 1, 1].numpy(), idx + 2000)
+        np.testing.assert_array_equal(y[:, 1, 0, 1].numpy(), -idx)
+        out.append(idx)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_every_sample_once_per_epoch(indexed, size, remainder):
+    n, batch = 103, 4
+    p = indexed(n)
+    readers = [ShardedReader(p, r, size, batch, seed=5, remainder=remainder, normalize=False) for r in range(size)]
+    for epoch in (0, 1):
+        got = [_read_all(rd, epoch) for rd in readers]
+        assert len({len(g) for g in got}) == 1  # same number of steps on every rank
+        for g, rd in zip(got, readers):
+            np.testing.assert_array_equal(g, rd.batch_indices(epoch))
+        flat = np.concatenate([g.ravel() for g in got])
+        unit = size * batch
+        if remainder == "drop":
+            assert len(flat) == n // unit * unit and len(set(flat)) == len(flat)
+        else:
+            assert set(flat) == set(range(n)) and len(flat) == -(-n // unit) * unit
+            assert len(flat) - len(set(flat)) == len(flat) - n  # only the padding repeats
+
+
+def test_deterministic_per_seed_and_epoch_and_differs_across_epochs(indexed):
+    p = indexed(200)
+    a = ShardedReader(p, 1, 2, 8, seed=11, normalize=False)
+    b = ShardedReader(p, 1, 2, 8, seed=11, normalize=False)
+    np.testing.assert_array_equal(_read_all(a, 3), _read_all(b, 3))
+    assert not np.array_equal(a.batch_indices(3), a.batch_indices(4))
+    assert not np.array_equal(a.batch_indices(3), ShardedReader(p, 1, 2, 8, seed=12, normalize=False).batch_indices(3))
+    assert sorted(epoch_order(200, 11, 0, shuffle=True)) == list(range(200))
+    np.testing.assert_array_equal(epoch_order(50, 1, 0, shuffle=False), np.arange(50))
+
+
+def test_resume_mid_epoch_gives_the_remaining_sequence(indexed, monkeypatch):
+    p = indexed(120)
+    rd = ShardedReader(p, 0, 2, 5, seed=2, normalize=False)
+    full = _read_all(rd, 1)
+    reads = []
+    orig = ShardedReader.read_sorted
+    monkeypatch.setattr(ShardedReader, "read_sorted", lambda self, u, f, check=False: (reads.append(u.copy()), orig(self, u, f, check))[1])
+    rest = _read_all(rd, 1, start_step=7)
+    np.testing.assert_array_equal(rest, full[7:])
+    skipped = set(full[:7].ravel())
+    assert not skipped & set(np.concatenate(reads))  # skipped batches were not read
+    assert len(rd.epoch(1, rd.steps_per_epoch)) == 0
+
+
+def test_reads_are_grouped_into_contiguous_runs():
+    plan = plan_epoch(4096, 2, 8, seed=0, epoch=0, shuffle=True, shuffle_block=32, remainder="drop")
+    group = np.unique(plan[0, :64].ravel())  # what one read group of 64 batches asks for
+    runs = 1 + np.count_nonzero(np.diff(group) != 1)
+    assert len(group) / runs >= 16  # long slabs, not single samples
+    assert len(np.unique(plan[0, 0])) > 1 and not np.all(np.diff(plan[0, 0]) == 1)  # yet batches are shuffled
+
+
+def test_multi_file_dataset_is_one_index_space(indexed, tmp_path):
+    indexed(37, "m-0.h5", first=0)
+    indexed(30, "m-1.h5", first=37)
+    indexed(20, "m-2.h5", first=67)
+    rd = ShardedReader(str(tmp_path / "m-*.h5"), 0, 1, 3, seed=0, remainder="pad", normalize=False)
+    assert rd.num_samples == 87 and rd.attrs["n"] == 87
+    got = _read_all(rd, 0)
+    assert set(got.ravel()) == set(range(87))
+    np.testing.assert_array_equal(rd.read_meta("index"), np.arange(87))
+    x, y = rd.read_samples([86, 0, 37, 36])
+    np.testing.assert_array_equal(x[:, 0, 0, 0], [86, 0, 37, 36])
+    # stats merged over files equal the stats of the concatenation
+    one = indexed(87, "one.h5")
+    for k in ("mean", "std", "min", "max"):
+        np.testing.assert_allclose(rd.attrs["input_stats"][k], ShardedReader(one, 0, 1, 1, 0).attrs["input_stats"][k])
+
+
+def test_normalised_inputs_use_stored_stats(indexed):
+    p = indexed(40)
+    rd = ShardedReader(p, 0, 1, 8, seed=0)
+    st = rd.attrs["input_stats"]
+    for (x, _), idx in zip(rd.epoch(0), rd.batch_indices(0)):
+        raw = idx[:, None] + 1000.0 * np.arange(3)[None, :]
+        np.testing.assert_allclose(x[:, :, 0, 0].numpy(), (raw - st["mean"]) / st["std"], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_keeps_a_fixed_shard_and_covers_every_sample(indexed):
+    p = indexed(64)
+    readers = [ShardedReader(p, r, 2, 4, seed=3, cache=True, normalize=False) for r in range(2)]
+    shards = []
+    for epoch in range(3):
+        got = [_read_all(rd, epoch) for rd in readers]
+        assert sorted(np.concatenate([g.ravel() for g in got])) == list(range(64))
+        shards.append([set(g.ravel()) for g in got])
+    assert shards[0] == shards[1] == shards[2]
+    assert not np.array_equal(readers[0].batch_indices(0), readers[0].batch_indices(1))
+    np.testing.assert_array_equal(_read_all(readers[0], 2, 3), readers[0].batch_indices(2, 3))
+
+
+def test_unshuffled_reader_reads_in_order(indexed):
+    rd = ShardedReader(indexed(32), 1, 2, 4, seed=0, shuffle=False, normalize=False)
+    np.testing.assert_array_equal(_read_all(rd, 0).ravel(), np.arange(16, 32))
+
+
+def test_float16_files_come_out_float32(indexed):
+    rd = ShardedReader(indexed(20, dtype="float16"), 0, 1, 4, seed=0, normalize=False)
+    assert set(_read_all(rd, 0).ravel()) == set(range(20))
+
+
+def test_thread_error_reaches_the_consumer_without_hanging(indexed, tmp_path):
+    p = indexed(64)
+    rd = ShardedReader(p, 0, 1, 4, seed=0, check_finite="batch", prefetch=1, normalize=False)
+    with h5py.File(p, "r+") as f:
+        f["inputs"][rd.batch_indices(0)[5][2], 1, 0, 0] = np.nan
+    t0 = time.time()
+    with pytest.raises(UserError, match=rf"{p}: dataset 'inputs' sample {rd.batch_indices(0)[5][2]}: non-finite"):
+        _read_all(rd, 0)
+    os.remove(p)
+    with pytest.raises(UserError, match="no such file"):
+        next(iter(rd.epoch(0)))
+    assert time.time() - t0 < 30
+
+
+def test_breaking_out_early_stops_the_thread(indexed):
+    rd = ShardedReader(indexed(200), 0, 1, 2, seed=0, prefetch=1)
+    it = rd.epoch(0)
+    next(it)
+    it.close()
+    assert not it._thread.is_alive()
+
+
+def test_file_locking_off_by_default():
+    assert os.environ.get("HDF5_USE_FILE_LOCKING") in ("FALSE", "TRUE", "BEST_EFFORT")
+
+
+def _corrupt(path, case):
+    with h5py.File(path, "r+") as f:
+        if case == "missing_dataset":
+            del f["targets"]
+        elif case == "n_mismatch":
+            del f["targets"]
+            f["targets"] = np.zeros((9, 2, 2, 2), np.float32)
+        elif case == "rank":
+            del f["inputs"]
+            f["inputs"] = np.zeros(10, np.float32)
+        elif case == "version":
+            f.attrs["format_version"] = 2
+        elif case == "nan":
+            f["targets"][7, 0, 0, 0] = np.nan
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing_dataset", "dataset 'targets' missing"),
+    ("n_mismatch", "dataset 'targets' has 9 samples but dataset 'inputs' has 10"),
+    ("rank", "dataset 'inputs' has rank 1"),
+    ("version", "format version 2 not supported"),
+    ("nan", "dataset 'targets' sample 7: non-finite value"),
+])
+def test_bad_files_name_file_dataset_index(indexed, case, message):
+    p = indexed(10)
+    _corrupt(p, case)
+    with pytest.raises(UserError, match=message) as e:
+        ShardedReader(p, 0, 1, 2, seed=0, check_finite="open")
+    assert str(p) in str(e.value)
+
+
+def test_other_bad_inputs(indexed, tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        ShardedReader(tmp_path / "none.h5", 0, 1, 2, 0)
+    with pytest.raises(UserError, match="no file matches this glob"):
+        ShardedReader(str(tmp_path / "none-*.h5"), 0, 1, 2, 0)
+    p = indexed(10)
+    with pytest.raises(UserError, match="cannot fill one batch of 4 on each of 3 ranks"):
+        ShardedReader(p, 0, 3, 4, 0)
+    with pytest.raises(UserError, match=r"dataset 'meta/nope' missing \(available meta: index\)"):
+        ShardedReader(p, 0, 1, 2, 0).read_meta("nope")
+    other = tmp_path / "other"
+    other.mkdir()
+    from datahelp import write_indexed
+    from hpcgan.data.format import DatasetWriter
+    with DatasetWriter(other / "b.h5", "test", 4, (3, 2, 3), (2, 2, 2), ["a", "b", "c"], ["x", "y"]) as w:
+        w.write(np.zeros((4, 3, 2, 3), np.float32), np.zeros((4, 2, 2, 2), np.float32))
+    write_indexed(other / "a.h5", 4)
+    with pytest.raises(UserError, match=r"b.h5: dataset 'inputs' sample shape \(3, 2, 3\) differs"):
+        ShardedReader(str(other / "*.h5"), 0, 1, 2, 0)
+
+
+def test_nan_found_per_batch_in_large_mode(indexed):
+    p = indexed(30)
+    _corrupt(p, "nan")
+    rd = ShardedReader(p, 0, 1, 30, seed=0, check_finite="batch")  # opens fine
+    with pytest.raises(UserError, match="sample 7: non-finite"):
+        next(iter(rd.epoch(0)))
+    rd = ShardedReader(p, 0, 1, 30, seed=0, check_finite="off")
+    assert torch.isnan(next(iter(rd.epoch(0)))[1]).any()
