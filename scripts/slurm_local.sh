@@ -18,7 +18,9 @@
 #
 # Variables: HPCGAN_SLURM_STATE (default /var/lib/hpcgan-slurm: spool, state, logs, pid files),
 #            HPCGAN_SLURM_TIMEOUT (seconds to wait for idle nodes, default 60),
-#            HPCGAN_SLURM_KILLWAIT (SIGTERM -> SIGKILL grace of job steps, default 10).
+#            HPCGAN_SLURM_KILLWAIT (SIGTERM -> SIGKILL grace of job steps, default 10; Slurm's is 30),
+#            HPCGAN_SLURM_CRED_EXPIRE (credential lifetime = delay before a requeued job may start again,
+#            default 20; Slurm's is 120).
 set -euo pipefail
 
 STATE=${HPCGAN_SLURM_STATE:-/var/lib/hpcgan-slurm}
@@ -26,6 +28,7 @@ CONF=/etc/slurm/slurm.conf
 MARK="# written by hpcgan scripts/slurm_local.sh"
 TIMEOUT=${HPCGAN_SLURM_TIMEOUT:-60}
 KILLWAIT=${HPCGAN_SLURM_KILLWAIT:-10}
+CRED_EXPIRE=${HPCGAN_SLURM_CRED_EXPIRE:-20}
 HOST=$(hostname -s)
 
 die() { echo "slurm_local: $*" >&2; exit 1; }
@@ -82,6 +85,8 @@ SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire + 1 s before it may start again (default 120 s); shorter for tests.
+AuthInfo=cred_expire=$CRED_EXPIRE
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

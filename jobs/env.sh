@@ -1,0 +1,138 @@
+# jobs/env.sh -- sourced by every job script in jobs/: the machine profile and the run-time environment.
+#
+# Profiles (HPCGAN_PROFILE, default local):
+#   local        this repository's .venv (HPCGAN_VENV), srun --mpi=pmix; what the local test cluster uses
+#   daint        Cray XC50 (Piz Daint, one P100 per node): module load daint-gpu + PyTorch/Horovod modules,
+#                Cray MPICH through srun's default PMI, NCCL on the Aries network (ipogif0), CUDA MPS
+#   generic-gpu  a SLURM GPU cluster: one task per GPU (submit with --gpus-per-task=1), srun --mpi=pmix,
+#                the venv in HPCGAN_VENV (or whatever python/hpcgan is first on PATH)
+#
+# Variables a user may set before sbatch (sbatch exports the submitting environment):
+#   HPCGAN_PROFILE           local | daint | generic-gpu
+#   HPCGAN_HOME              repository root (default: found from the submitted script's path)
+#   HPCGAN_WORKDIR           where the step runs; relative paths in presets (data/, runs/) resolve here
+#                            (default: the directory sbatch was called from)
+#   HPCGAN_VENV              virtual environment to activate (local: $HPCGAN_HOME/.venv)
+#   HPCGAN_MODULES           daint: modules to load after daint-gpu (default: "PyTorch Horovod")
+#   HPCGAN_RUN_DIR           run directory (default runs/<job name>-<job id>: a requeued job keeps its id,
+#                            so it finds its checkpoints and resumes)
+#   HPCGAN_OVERRIDES         extra key=value config overrides, space separated
+#   HPCGAN_MAX_REQUEUES      requeues after preemption before the job gives up (default 3)
+#   HPCGAN_SRUN_MPI          srun --mpi value (local/generic-gpu: pmix; daint: empty = the cluster's default)
+#   HPCGAN_COLLECTIVE_TIMEOUT  seconds a torch.distributed collective may wait for a dead rank (default 120)
+#   HOROVOD_STALL_CHECK_TIME_SECONDS / HOROVOD_STALL_SHUTDOWN_TIME_SECONDS  Horovod's stall warning / shutdown
+#   HPCGAN_PREEMPT_SIGNALS   signals that request checkpoint + requeue (default USR2,TERM; must include the
+#                            one in #SBATCH --signal)
+#   HPCGAN_FAULT             fault injection for tests: RANK:STEP:raise|exit|kill|hang
+#
+# Provides: $HPCGAN (the hpcgan command), $HPCGAN_SRUN_MPI, and hpcgan_finish RC (requeue after
+# preemption within the cap, or exit with the step's code). The scripts call srun themselves, visibly.
+# shellcheck shell=bash
+
+set -uo pipefail
+
+_hpcgan_find_home() {
+    # sbatch runs a copy of the script from the spool directory: ask slurmctld for the submitted path.
+    local cmd=""
+    if [ -n "${SLURM_JOB_ID:-}" ] && command -v scontrol >/dev/null; then
+        cmd=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1)
+    fi
+    if [ -n "$cmd" ] && [ -f "$cmd" ]; then
+        (cd "$(dirname "$cmd")/.." && pwd)
+    else
+        (cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    fi
+}
+
+export HPCGAN_PROFILE=${HPCGAN_PROFILE:-local}
+export HPCGAN_HOME=${HPCGAN_HOME:-$(_hpcgan_find_home)}
+export HPCGAN_WORKDIR=${HPCGAN_WORKDIR:-${SLURM_SUBMIT_DIR:-$PWD}}
+export HPCGAN_MAX_REQUEUES=${HPCGAN_MAX_REQUEUES:-3}
+export HPCGAN_RUN_DIR=${HPCGAN_RUN_DIR:-runs/${SLURM_JOB_NAME:-hpcgan}-${SLURM_JOB_ID:-$$}}
+export HPCGAN_OVERRIDES=${HPCGAN_OVERRIDES:-}
+export HPCGAN_PREEMPT_SIGNALS=${HPCGAN_PREEMPT_SIGNALS:-USR2,TERM}
+# A dead rank must not leave the others waiting forever (measured in tests/slurm/test_failures.py):
+# torch.distributed collectives time out; Horovod warns after the check time and shuts down after the other.
+export HPCGAN_COLLECTIVE_TIMEOUT=${HPCGAN_COLLECTIVE_TIMEOUT:-120}
+export HOROVOD_STALL_CHECK_TIME_SECONDS=${HOROVOD_STALL_CHECK_TIME_SECONDS:-60}
+export HOROVOD_STALL_SHUTDOWN_TIME_SECONDS=${HOROVOD_STALL_SHUTDOWN_TIME_SECONDS:-120}
+export HDF5_USE_FILE_LOCKING=FALSE   # parallel readers on Lustre/GPFS/NFS
+export PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
+EXIT_REQUEUE=75   # hpcgan.runtime.signals.EXIT_REQUEUE
+
+case $HPCGAN_PROFILE in
+    local)
+        HPCGAN_VENV=${HPCGAN_VENV:-$HPCGAN_HOME/.venv}
+        HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-pmix}
+        ;;
+    daint)
+        # Cray XC50: one P100 per node, so one rank per node and 12 cores for it (submit with -C gpu).
+        if command -v module >/dev/null 2>&1 || [ -n "${MODULESHOME:-}" ]; then
+            module load daint-gpu
+            # shellcheck disable=SC2086
+            module load ${HPCGAN_MODULES:-PyTorch Horovod}
+        else
+            echo "hpcgan env: profile daint but no 'module' command (not on a Cray login/compute node?)" >&2
+        fi
+        export CRAY_CUDA_MPS=1             # several processes may share the node's GPU (benchmarks, tests)
+        export NCCL_IB_HCA=ipogif0         # NCCL over the Aries interface
+        export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+        export HOROVOD_GPU_OPERATIONS=${HOROVOD_GPU_OPERATIONS:-NCCL}
+        export MPICH_MAX_THREAD_SAFETY=multiple
+        HPCGAN_VENV=${HPCGAN_VENV:-}
+        HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-}
+        if [ "${SLURM_NTASKS_PER_NODE:-1}" != 1 ] || [ "${SLURM_CPUS_PER_TASK:-0}" != 12 ]; then
+            echo "hpcgan env: daint runs one rank per node with 12 cores: submit with" \
+                 "sbatch -C gpu --ntasks-per-node=1 --cpus-per-task=12 -N NODES ..." >&2
+        fi
+        ;;
+    generic-gpu)
+        export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+        export HOROVOD_GPU_OPERATIONS=${HOROVOD_GPU_OPERATIONS:-NCCL}
+        HPCGAN_VENV=${HPCGAN_VENV:-}
+        HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-pmix}
+        ;;
+    *)
+        echo "hpcgan env: HPCGAN_PROFILE=$HPCGAN_PROFILE: expected local, daint or generic-gpu" >&2
+        exit 2
+        ;;
+esac
+export HPCGAN_VENV HPCGAN_SRUN_MPI
+
+if [ -n "$HPCGAN_VENV" ]; then
+    if [ ! -x "$HPCGAN_VENV/bin/hpcgan" ]; then
+        echo "hpcgan env: HPCGAN_VENV=$HPCGAN_VENV has no bin/hpcgan (run 'make env', or set HPCGAN_VENV)" >&2
+        exit 2
+    fi
+    export VIRTUAL_ENV=$HPCGAN_VENV
+    export PATH=$HPCGAN_VENV/bin:$PATH
+fi
+HPCGAN=$(command -v hpcgan || true)
+if [ -z "$HPCGAN" ]; then
+    echo "hpcgan env: no hpcgan command on PATH (profile $HPCGAN_PROFILE; pip install -e $HPCGAN_HOME)" >&2
+    exit 2
+fi
+
+cd "$HPCGAN_WORKDIR" || { echo "hpcgan env: HPCGAN_WORKDIR=$HPCGAN_WORKDIR does not exist" >&2; exit 2; }
+
+# After the step: requeue when it stopped for preemption (exit 75), within the cap; else exit with its code.
+hpcgan_finish() {
+    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
+    if [ "$rc" -eq "$EXIT_REQUEUE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+        if [ "$restarts" -lt "$HPCGAN_MAX_REQUEUES" ]; then
+            echo "hpcgan job: preempted with a checkpoint in $HPCGAN_RUN_DIR; requeue $((restarts + 1))" \
+                 "of at most $HPCGAN_MAX_REQUEUES ($(date -Is))" >&2
+            scontrol requeue "$SLURM_JOB_ID" && exit 0
+            echo "hpcgan job: scontrol requeue $SLURM_JOB_ID failed; resubmit with HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR" >&2
+        else
+            echo "hpcgan job: preempted again after $restarts requeues (HPCGAN_MAX_REQUEUES=$HPCGAN_MAX_REQUEUES);" \
+                 "not requeueing. Resume with HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR sbatch ..." >&2
+        fi
+    fi
+    exit "$rc"
+}
+
+echo "hpcgan job ${SLURM_JOB_ID:-(no job)}: profile $HPCGAN_PROFILE, restart ${SLURM_RESTART_COUNT:-0}," \
+     "$(hostname -s), ${SLURM_NTASKS:-1} task(s) on ${SLURM_JOB_NUM_NODES:-1} node(s), run dir $HPCGAN_RUN_DIR," \
+     "hpcgan $HPCGAN" >&2
