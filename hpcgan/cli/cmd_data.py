@@ -271,6 +271,10 @@ def run_validate(args: argparse.Namespace) -> int:
     paths = resolve_paths(args.path)
     for p in paths:
         validate(p)
+    if len(paths) > 1:  # the files must also fit together as one dataset
+        from hpcgan.data.reader import ShardedReader
+
+        ShardedReader(paths, 0, 1, 1, 0, normalize=False, check_finite="off", remainder="pad").close()
     if _is_root():
         print(f"{args.path}: valid ({summary_line(paths)})")
     return 0
