@@ -66,7 +66,9 @@ def maybe_inject(fault: Fault, rank: int, step: int) -> None:
     """Act when (rank, step) is the fault's; otherwise return at once."""
     if rank != fault.rank or step != fault.step:
         return
-    print(f"[rank {rank}] injected fault: {fault.action} at step {step}", file=sys.stderr, flush=True)
+    # The time lets tests measure how long the other ranks take to end after this one dies.
+    print(f"[rank {rank}] injected fault: {fault.action} at step {step} (time {time.time():.3f})",
+          file=sys.stderr, flush=True)
     sys.stdout.flush()
     if fault.action == "raise":
         raise InjectedFault(f"injected fault on rank {rank} at step {step} ({fault})")

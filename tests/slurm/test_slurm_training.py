@@ -1,0 +1,105 @@
+"""The shipped job scripts on the local cluster: train, preempt + requeue + resume, two nodes, benchmark.
+
+All training tests share one tiny LHC config (slurm_helpers.TINY: 24 steps on 2 ranks) and compare their
+final weights with the uninterrupted single-node run (`reference_run`), bit for bit (CPU, fixed seed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import pytest
+
+from slurm_helpers import REPO, TINY, TINY_STEPS, Cluster, assert_same_weights, final_weights
+from test_slurm_cluster import rank_lines
+
+pytestmark = [pytest.mark.slurm]
+TRAIN = REPO / "jobs" / "train_lhc.sh"
+
+
+def _metrics_step(run_dir) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
+@pytest.mark.timeout(300)
+def test_sbatch_train_lhc_leaves_checkpoints_metrics_figures(reference_run) -> None:
+    job, run_dir = reference_run
+    log = job.log()
+    assert job.state == "COMPLETED" and job.exit_code == 0, log
+    assert "2 task(s) on 1 node(s)" in log and "2 rank(s), backend horovod" in log, log
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.pt"))
+    assert ckpts == ["ckpt-00000012.pt", f"ckpt-{TINY_STEPS:08d}.pt"], log
+    assert final_weights(run_dir)["global_step"] == TINY_STEPS
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in records if r.get("kind") == "train"} >= set(range(2, TINY_STEPS + 1, 2))
+    assert sorted(p.name for p in (run_dir / "figures").glob("*.png")), "no figures"
+    assert (run_dir / "config.yaml").exists() and (run_dir / "environment.json").exists()
+    assert not (run_dir / "interruptions.jsonl").exists()
+
+
+@pytest.mark.timeout(420)
+def test_preempted_job_checkpoints_requeues_resumes_and_matches(slurm: Cluster, tiny_data, reference_run) -> None:
+    """scancel --signal=USR2 at a random step -> checkpoint, exit 75, scontrol requeue, resume, same weights."""
+    at_step = random.Random(os.environ.get("HPCGAN_TEST_SEED", time.time_ns())).randint(3, 15)
+    print(f"signalling once training has passed step {at_step}")
+    run_dir = slurm.workdir / "runs" / "preempted"
+    job = slurm.sbatch(TRAIN, HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir))
+    slurm.wait(job, timeout=180, until=lambda j: _metrics_step(run_dir) >= at_step or j.state not in ("PENDING", "RUNNING"))
+    assert job.state == "RUNNING", f"job {job.state} before the signal:\n{job.log()}"
+    t_signal = time.time()
+    slurm.scancel(job, "--signal=USR2")
+    slurm.wait(job, timeout=120, until=lambda j: int(j.fields.get("Restarts", 0)) >= 1 and j.state == "RUNNING")
+    t_running = time.time()
+    slurm.wait(job, timeout=240)
+    log = job.log()
+    print(f"measured: signal -> requeued job RUNNING {t_running - t_signal:.1f} s (cred_expire 20 s on this cluster)")
+    assert job.state == "COMPLETED" and job.exit_code == 0, log
+    assert job.fields.get("Restarts") == "1", log
+    interruptions = [json.loads(line) for line in (run_dir / "interruptions.jsonl").read_text().splitlines()]
+    assert len(interruptions) == 1, interruptions
+    rec = interruptions[0]
+    assert rec["signal"] == "SIGUSR2" and rec["slurm_job_id"] == job.id and rec["slurm_restart_count"] in (None, "0")
+    assert at_step <= rec["global_step"] < TINY_STEPS, rec
+    print(f"measured: signal -> checkpoint written by step {rec['global_step']}: "
+          f"{rec['received_at'] - t_signal:.2f} s to deliver")
+    assert f"preempted (SIGUSR2): checkpoint at step {rec['global_step']} written; exiting 75" in log
+    assert "requeue 1 of at most 3" in log and "restart 1," in log
+    assert f"global step {rec['global_step']}" in log  # "resumed from ...: ..., global step N"
+    assert_same_weights(final_weights(run_dir), final_weights(reference_run[1]))
+
+
+@pytest.mark.timeout(300)
+def test_two_nodes_train_with_correct_ranks_and_match_one_node(slurm: Cluster, reference_run) -> None:
+    """sbatch -N 2 --ntasks-per-node=1 on nodes n1, n2 (two slurmds): same weights as 2 ranks on one node."""
+    run_dir = slurm.workdir / "runs" / "two-nodes"
+    job = slurm.sbatch(TRAIN, sbatch_args=("-p", "multi", "-N", "2", "--ntasks-per-node=1"),
+                       HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir), HPCGAN_INFO="1")
+    slurm.wait(job, timeout=280)
+    log = job.log()
+    assert job.state == "COMPLETED" and job.exit_code == 0, log
+    assert job.fields.get("NodeList") == "n[1-2]", job.fields
+    assert rank_lines(log) == {0: ("0", "2", "0", "1", "0", "2", "slurm", "horovod"),
+                               1: ("1", "2", "0", "1", "1", "2", "slurm", "horovod")}, log
+    assert_same_weights(final_weights(run_dir), final_weights(reference_run[1]))
+
+
+@pytest.mark.timeout(300)
+def test_bench_scaling_sweeps_one_and_two_ranks(slurm: Cluster) -> None:
+    bench_dir = slurm.workdir / "results" / "scaling"
+    job = slurm.sbatch(REPO / "jobs" / "bench_scaling.sh", HPCGAN_BENCH_DIR=str(bench_dir),
+                       HPCGAN_BENCH_BACKENDS="horovod",
+                       HPCGAN_BENCH_ARGS="--modes weak --data-kinds synthetic --batch 64 --iters 1,2,2")
+    slurm.wait(job, timeout=280)
+    log = job.log()
+    assert job.state == "COMPLETED" and job.exit_code == 0, log
+    doc = json.loads((bench_dir / "scaling.json").read_text())
+    runs = doc["results"]["runs"]
+    assert sorted(r["ranks"] for r in runs) == [1, 2], runs
+    assert all(r["samples_per_s"] > 0 for r in runs), runs
+    assert (bench_dir / "scaling.png").stat().st_size > 0
