@@ -1,6 +1,6 @@
 """Reader throughput against a raw read of the same bytes, at 1, 2, 4 ranks.
 
-    python benchmarks/io.py [--ranks 1 2 4] [--n 2048] [--size 16 16] [--batch 32] [--out results/io.json]
+    python -m benchmarks.io [--ranks 1 2 4] [--n 2048] [--size 16 16] [--batch 32] [--out results/io.json]
 
 The driver writes a CRF-shaped dataset (44 input + 3 target channels, random
 values: only the bytes matter), a raw copy of its arrays (.bin), then launches
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -162,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.common import environment, write_result
+
+    env_info = environment()
     data = make_data(Path(args.data_dir), args.n, tuple(args.size))
     sample_bytes = 4 * 47 * args.size[0] * args.size[1]
     print(f"dataset {data}: {args.n} samples x {sample_bytes / 1024:.0f} KiB = {args.n * sample_bytes / 2**20:.0f} MiB, "
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for k in args.ranks:
         out = Path(args.data_dir) / f"worker-{k}.json"
-        cmd = ["mpirun", "-np", str(k), "--oversubscribe", "--bind-to", "none", sys.executable, __file__, "--worker",
+        cmd = ["mpirun", "-np", str(k), "--oversubscribe", "--bind-to", "none", sys.executable, str(Path(__file__).resolve()), "--worker",
                "--data", str(data), "--worker-out", str(out), "--n", str(args.n), "--size", *map(str, args.size),
                "--batch", str(args.batch), "--repeats", str(args.repeats)]
         t0 = time.time()
@@ -182,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k} rank(s) done in {time.time() - t0:.0f}s", flush=True)
     text = table(runs)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "benchmark": "io", "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(), "n": args.n, "size": args.size, "batch": args.batch, "repeats": args.repeats,
-        "sample_bytes": sample_bytes, "page_cache": "warm", "runs": runs, "table": text}, indent=1))
+    params = {"n": args.n, "size": args.size, "batch": args.batch, "repeats": args.repeats, "ranks": args.ranks,
+              "sample_bytes": sample_bytes, "page_cache": "warm", "methods": list(METHODS)}
+    write_result(args.out, "io", params, {"runs": runs, "table": text}, env=env_info)
     print(f"wrote {args.out}")
     if not args.keep_data:
         for f in ("io-bench.h5", "inputs.bin", "targets.bin"):
