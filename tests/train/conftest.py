@@ -1,0 +1,34 @@
+"""Tiny CRF-shaped datasets and configs for trainer tests (16x16, a handful of channels' worth of work)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcgan.config import load_config
+from hpcgan.data.format import DatasetWriter
+
+
+def write_crf(path, n: int, size: int = 16, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 44, size, size)).astype("float32")
+    y = (1 / (1 + np.exp(-x[:, :3] - 0.5 * x[:, 3:6]))).astype("float32")
+    with DatasetWriter(path, "crf", n, (44, size, size), (3, size, size), [f"c{i}" for i in range(44)],
+                       ["R", "G", "B"]) as w:
+        w.write(x, y)
+    return str(path)
+
+
+# Exact-arithmetic settings: no batch statistics (instance norm), no dropout, no noise, no LR scaling.
+TINY = ["workload=crf", "crf.size=16", "crf.widths=[8,16]", "crf.d_widths=[8,16]", "crf.d_scales=2",
+        "crf.dropout=0.0", "crf.norm=instance", "crf.noise_channels=0", "train.lr_scaling=none",
+        "train.figures=false", "train.log_every=1", "data.shuffle_block=4", "seed=7"]
+
+
+def tiny_config(tmp_path, data: str, *extra: str):
+    return load_config("crf-small", TINY + [f"data.path={data}", "data.val_path=", f"run_dir={tmp_path / 'run'}",
+                                            *extra])
+
+
+@pytest.fixture
+def crf_data(tmp_path):
+    return write_crf(tmp_path / "crf.h5", 32)

@@ -1,0 +1,96 @@
+"""The training loop in one process: learning, exact resume, non-finite handling, run directory."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hpcgan.runtime import signals
+from hpcgan.runtime.backend import LocalBackend
+from hpcgan.runtime.env import ProcessInfo
+from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.trainer import EXIT_NONFINITE, train
+
+from conftest import tiny_config, write_crf
+
+
+@pytest.fixture(autouse=True)
+def _signals():
+    yield
+    signals.uninstall()
+    signals.reset()
+
+
+def local() -> LocalBackend:
+    return LocalBackend(ProcessInfo(), torch.device("cpu"))
+
+
+def final_weights(run_dir) -> dict:
+    return ckpt.load_checkpoint(ckpt.list_checkpoints(run_dir / "checkpoints")[-1])["G"]
+
+
+@pytest.mark.timeout(300)
+def test_resume_is_bit_identical(tmp_path, crf_data):
+    """Interrupted after step 3, resumed: same final weights as an uninterrupted run (CPU)."""
+    common = ["train.epochs=2", "train.batch_size=4", "crf.dropout=0.25", "crf.noise_channels=1"]
+    a = tiny_config(tmp_path / "a", crf_data, *common)
+    assert train(a, local()) == 0
+    b = tiny_config(tmp_path / "b", crf_data, *common, "train.max_steps=3")
+    assert train(b, local()) == 0
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "b" / "run" / "checkpoints")] == ["ckpt-00000003.pt"]
+    b2 = tiny_config(tmp_path / "b", crf_data, *common)
+    assert train(b2, local()) == 0
+    wa, wb = final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs after resume"
+
+
+@pytest.mark.timeout(300)
+def test_run_directory_contents(tmp_path, crf_data):
+    val = write_crf(tmp_path / "val.h5", 16, seed=1)
+    cfg = tiny_config(tmp_path, crf_data, "train.epochs=2", "train.batch_size=4", f"data.val_path={val}",
+                      "train.figures=true", "train.log_every=2")
+    assert train(cfg, local()) == 0
+    run = tmp_path / "run"
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "tb", "figures/epoch002.png"):
+        assert (run / name).exists(), name
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rec = [r for r in records if r["kind"] == "train"]
+    val_rec = [r for r in records if r["kind"] == "val"]
+    assert len(val_rec) == 2 and {"l1", "mse"} <= set(val_rec[0])
+    for key in ("g_loss", "d_loss", "samples_per_s", "data_wait_frac", "step_time_s", "lr_g"):
+        assert key in train_rec[-1], key
+    env = json.loads((run / "environment.json").read_text())
+    assert env["ranks"] == 1 and env["torch"] == torch.__version__
+
+
+@pytest.mark.timeout(300)
+def test_training_reduces_matching_loss(tmp_path, crf_data):
+    cfg = tiny_config(tmp_path, crf_data, "train.epochs=6", "train.batch_size=8", "train.lr_g=0.002")
+    assert train(cfg, local()) == 0
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    l1 = [r["g_l1"] for r in recs if r["kind"] == "train"]
+    assert sum(l1[-3:]) / 3 < 0.8 * sum(l1[:3]) / 3, l1
+
+
+@pytest.mark.timeout(300)
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, crf_data):
+    ok = tiny_config(tmp_path, crf_data, "train.epochs=1", "train.batch_size=4")
+    assert train(ok, local()) == 0
+    before = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")
+    bad = tiny_config(tmp_path, crf_data, "train.epochs=3", "train.batch_size=4", "train.lr_g=1e30",
+                      "train.lr_d=1e30")
+    assert train(bad, local()) == EXIT_NONFINITE
+    after = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")
+    for p in after:  # whatever was written before the blow-up still verifies
+        ckpt.load_checkpoint(p)
+    assert before[-1] in after
+
+
+@pytest.mark.timeout(300)
+def test_nonfinite_skip_continues(tmp_path, crf_data):
+    cfg = tiny_config(tmp_path, crf_data, "train.epochs=1", "train.batch_size=4", "train.nonfinite=skip",
+                      "loss.lambda_match=nan")
+    assert train(cfg, local()) == 0
