@@ -78,11 +78,15 @@ def plot_sample(path_or_glob: str, out: str | os.PathLike, index: int = 0) -> st
     else:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, arr, names, title in ((axes[0], x, chans_in, "inputs"), (axes[1], y, chans_out, "targets")):
-            arr = arr.reshape(arr.shape[0], -1)
-            for i in range(arr.shape[0]):
-                ax.plot(arr[i], marker=".", label=names[i])
+            if arr.ndim == 1:  # one value per channel (e.g. fitted track parameters)
+                ax.bar(range(len(arr)), arr)
+                ax.set_xticks(range(len(arr)), names, rotation=90, fontsize=6)
+            else:
+                arr = arr.reshape(arr.shape[0], -1)
+                for i in range(arr.shape[0]):
+                    ax.plot(arr[i], marker=".", label=names[i])
+                ax.legend(fontsize=6)
             ax.set_title(title)
-            ax.legend(fontsize=6)
     fig.suptitle(f"{Path(paths[0]).name} sample {index} ({a['workload']})")
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ def env() -> dict:
     e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
              PATH=f"{VENV_BIN}:{e.get('PATH', '')}", PYTHONUNBUFFERED="1")
     e.pop("HDF5_USE_FILE_LOCKING", None)
+    # an enclosing launcher's rank variables (pytest under srun/mpirun) would confuse the ranks we start
+    for k in list(e):
+        if k.startswith(("OMPI_COMM_WORLD_", "OMPI_MCA_ess_", "OMPI_MCA_orte_", "PMI_", "PMIX_", "SLURM_", "HOROVOD_")):
+            del e[k]
     return e
 
 
@@ -40,10 +45,15 @@ def run(cmd: list[str], np_ranks: int = 0, timeout: int = 240) -> subprocess.Com
     """Run a command (under `mpirun -np N` when np_ranks > 0); a timeout fails the test with the output so far."""
     if np_ranks:
         cmd = ["mpirun", "-np", str(np_ranks), "--oversubscribe", "--bind-to", "none"] + cmd
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"timed out (hang?) after {timeout}s: {' '.join(cmd)}\nstdout:\n{e.stdout}\nstderr:\n{e.stderr}")
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
+        out, err = proc.communicate()
+        pytest.fail(f"timed out (hang?) after {timeout}s: {' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def hpcgan(*args: str, np_ranks: int = 0, timeout: int = 240) -> subprocess.CompletedProcess:
