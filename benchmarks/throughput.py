@@ -159,7 +159,7 @@ def variants(workload: str, device: str, batches: Sequence[int], cfg_batch: int)
 
 
 def run_benchmark(workloads: Sequence[str], devices: Sequence[str], batches: dict[str, list[int]], gen_batch: int,
-                  quick: bool, out: Path) -> dict:
+                  quick: bool, out: Path, append: bool = False) -> dict:
     from hpcgan.runtime import session
 
     env = environment()
@@ -193,6 +193,16 @@ def run_benchmark(workloads: Sequence[str], devices: Sequence[str], batches: dic
                 "generate_speedup": best["generate"]["samples_per_s"]["median"]
                 / rows[0]["generate"]["samples_per_s"]["median"]})
     session.stop()
+    if append and out.is_file():  # keep the other workloads of an earlier run (long CRF rows measured separately)
+        old = read_result(out, "throughput")["results"]
+        keep = lambda items: [x for x in items if x["workload"] not in workloads]  # noqa: E731
+        results["rows"] = keep(old["rows"]) + results["rows"]
+        results["speedup_vs_reference"] = keep(old["speedup_vs_reference"]) + results["speedup_vs_reference"]
+        results["flops_per_sample"] = {**{k: v for k, v in old["flops_per_sample"].items() if k not in workloads},
+                                       **results["flops_per_sample"]}
+        for dev, p in old["peak"].items():
+            results["peak"].setdefault(dev, p)
+        results["appended_to"] = {"earlier_env": read_result(out, "throughput")["env"]}
     results["gpu_over_cpu"] = gpu_over_cpu(results["rows"])
     params = {"workloads": list(workloads), "devices": list(devices), "batches": batches, "gen_batch": gen_batch,
               "quick": quick, "reference_batch": REFERENCE_BATCH, "cpu_iters": CPU_ITERS, "gpu_iters": GPU_ITERS,
@@ -276,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-batch", type=int, default=0, help="generation batch (default: the training batch)")
     p.add_argument("--quick", action="store_true", help="1 warm-up + 2 timed batches (smoke tests)")
     p.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "throughput.json")
+    p.add_argument("--append", action="store_true", help="keep the other workloads' rows of an existing --out file")
     p.add_argument("--summary", action="store_true", help="print the table of an existing --out file and exit")
     return p
 
@@ -297,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devices = [d for d in args.devices.split(",") if d]
         if not devices or any(d not in ("cpu", "cuda") for d in devices):
             raise UserError(f"--devices {args.devices!r}: expected cpu, cuda, cpu,cuda or auto")
-    run_benchmark(workloads, devices, parse_batches(args.batch), args.gen_batch, args.quick, args.out)
+    run_benchmark(workloads, devices, parse_batches(args.batch), args.gen_batch, args.quick, args.out, args.append)
     print(summary(args.out))
     return 0
 
