@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+import traceback
+from typing import Callable, Sequence
 
 from hpcgan.errors import UserError
 
@@ -43,23 +44,43 @@ def _rank_prefix() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_guarded(lambda: args.func(args))
+
+
+def run_guarded(command: Callable[[], int | None]) -> int:
+    """Run one subcommand under the error policy; returns its exit code.
+
+    UserError: one line on stderr, exit code 2 (the job is aborted when the error
+    may hit this rank only, see session.rank_local_errors). Any other exception
+    in a multi-rank job aborts the whole job after printing the traceback: the
+    other ranks may be waiting in a collective, and a plain exit can itself hang
+    (non-daemon threads, atexit hooks), so only an abort bounds the time.
+    """
     try:
-        code = args.func(args)
+        code = command()
     except UserError as e:
         print(f"{_rank_prefix()}hpcgan: error: {e}", file=sys.stderr, flush=True)
-        _abort_if_others_may_wait(e.exit_code)
+        _abort_if_others_may_wait(e.exit_code, e)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from hpcgan.runtime import session
+
+        backend = session.current_backend()
+        if backend is not None and backend.size > 1:
+            traceback.print_exc()
+            backend.abort(1, f"{type(e).__name__}: {e}")
+        raise
     return int(code or 0)
 
 
-def _abort_if_others_may_wait(code: int) -> None:
+def _abort_if_others_may_wait(code: int, error: BaseException) -> None:
     """After a collective has started, a local error must end every rank (no hang)."""
     from hpcgan.runtime import session
 
     backend = session.current_backend()
-    if backend is not None and backend.size > 1 and not session.errors_are_collective():
+    if backend is not None and backend.size > 1 and not session.errors_are_collective(error):
         backend.abort(code, "error on this rank")
 
 

@@ -38,14 +38,29 @@ class HorovodBackend(Backend):
     def allgather(self, tensor, name=""):
         return self.hvd.allgather(tensor, name=name or None)
 
+    # Horovod names these collectives after type(obj) unless told otherwise, so a root sending a dict
+    # while the others pass None (the usual pattern) would wait on mismatched names forever.
     def broadcast_object(self, obj, root=0):
-        return self.hvd.broadcast_object(obj, root_rank=root)
+        return self.hvd.broadcast_object(obj, root_rank=root, name="hpcgan.broadcast_object")
 
     def allgather_object(self, obj):
-        return self.hvd.allgather_object(obj)
+        return self.hvd.allgather_object(obj, name="hpcgan.allgather_object")
 
     def barrier(self):
         self.hvd.barrier()
+
+    def abort(self, code=1, reason=""):
+        """MPI_Abort when Horovod runs over MPI (srun may not end a step whose task merely exits)."""
+        if self.hvd.mpi_enabled():
+            try:  # Horovod initialised MPI itself; let mpi4py attach to it without init/finalize.
+                import mpi4py
+
+                mpi4py.rc.initialize = False
+                mpi4py.rc.finalize = False
+                from mpi4py import MPI  # noqa: F401  (makes backend._mpi_abort find it)
+            except Exception:
+                pass
+        super().abort(code, reason)
 
     def convert_sync_batchnorm(self, module):
         """Swap every BatchNorm for hvd.SyncBatchNorm, keeping its weights and statistics."""

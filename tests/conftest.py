@@ -1,0 +1,140 @@
+"""Shared test helpers: launch real multi-rank jobs and fail with every rank's output.
+
+The fixture `run_mpi` gives `run_mpi(np, args, timeout, launcher="mpirun")`, which starts `mpirun -np N --oversubscribe`
+(or `horovodrun -np N --gloo`) with this venv's Python and returns the finished
+process with `.output` (all ranks, stdout and stderr merged, rank-tagged). A job
+that outlives its timeout is killed as a whole process group and the test fails
+with what the ranks printed so far, so a hang costs seconds, not CI's 90 minutes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+HPCGAN = str(BIN / "hpcgan") if (BIN / "hpcgan").exists() else None
+HOROVODRUN = str(BIN / "horovodrun") if (BIN / "horovodrun").exists() else shutil.which("horovodrun")
+MPIRUN = shutil.which("mpirun")
+
+# Launcher variables of an enclosing job (pytest under srun/mpirun) would make the ranks we start
+# believe they are someone else's ranks.
+_LAUNCHER_PREFIXES = ("OMPI_COMM_WORLD_", "OMPI_MCA_orte_", "OMPI_MCA_ess_", "PMI_", "PMIX_", "SLURM_", "HOROVOD_")
+_LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                   "MASTER_PORT", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ without any launcher's rank variables, plus what a test job needs."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_LAUNCHER_PREFIXES) and k not in _LAUNCHER_NAMES}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               HDF5_USE_FILE_LOCKING="FALSE", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Job:
+    command: list[str]
+    returncode: int
+    output: str
+    elapsed: float
+
+    def describe(self) -> str:
+        return (f"$ {' '.join(self.command)}\nexit code {self.returncode} after {self.elapsed:.1f} s; "
+                f"output of all ranks:\n{self.output}")
+
+
+def launch(command: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
+           cwd: str | os.PathLike = REPO) -> Job:
+    """Run a command in its own process group; on timeout kill the group and fail the test with its output."""
+    command = [str(c) for c in command]
+    start = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=cwd, env=clean_env(env), start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, _ = proc.communicate()
+        job = Job(command, proc.returncode, out, time.monotonic() - start)
+        pytest.fail(f"timed out after {timeout:.0f} s (killed the job)\n{job.describe()}", pytrace=False)
+    return Job(command, proc.returncode, out, time.monotonic() - start)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM then SIGKILL to the job's process group (mpirun, its ranks, horovodrun's children)."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def require_launcher(launcher: str) -> None:
+    if launcher == "mpirun" and MPIRUN is None:
+        pytest.skip("mpirun not found (run 'make env')")
+    if launcher == "horovodrun" and HOROVODRUN is None:
+        pytest.skip("horovodrun not found (run 'make env')")
+
+
+def mpi_command(np: int, args: Sequence[str], launcher: str = "mpirun", timeout: float = 120) -> list[str]:
+    """The launcher command line for np ranks of args (args[0] is a program; .py files run with this Python)."""
+    args = [str(a) for a in args]
+    if args and args[0].endswith(".py"):
+        args = [PYTHON] + args
+    if launcher == "mpirun":
+        # --timeout: mpirun's own watchdog, a few seconds inside ours, so it can report which ranks hang.
+        # --bind-to none: with its default binding every concurrent job pins its rank 0 to core 0.
+        return [MPIRUN, "-np", str(np), "--oversubscribe", "--bind-to", "none", "--tag-output",
+                "--timeout", str(int(timeout)), *args]
+    if launcher == "horovodrun":
+        return [HOROVODRUN, "-np", str(np), "--gloo", "--start-timeout", str(int(min(timeout, 60))), *args]
+    raise ValueError(f"launcher {launcher!r}: expected mpirun or horovodrun")
+
+
+def run_mpi(np: int, args: Sequence[str], timeout: float = 120, launcher: str = "mpirun",
+            env: Mapping[str, str] | None = None, check: bool = True) -> Job:
+    """Launch np ranks and wait; with check, fail with all ranks' output unless the job exits 0."""
+    require_launcher(launcher)
+    job = launch(mpi_command(np, args, launcher, timeout), timeout + 15, env)
+    if check and job.returncode != 0:
+        pytest.fail(f"job failed\n{job.describe()}", pytrace=False)
+    return job
+
+
+def run_single(args: Sequence[str], timeout: float = 120, env: Mapping[str, str] | None = None) -> Job:
+    """One process, no launcher (what a laptop user runs)."""
+    args = [str(a) for a in args]
+    if args and args[0].endswith(".py"):
+        args = [PYTHON] + args
+    return launch(args, timeout, env)
+
+
+@pytest.fixture(name="run_mpi")
+def run_mpi_fixture():
+    """run_mpi(np, args, timeout=120, launcher="mpirun"|"horovodrun", env=None, check=True) -> Job."""
+    return run_mpi
+
+
+@pytest.fixture(name="run_single")
+def run_single_fixture():
+    """run_single(args, timeout=120, env=None) -> Job: one process, no launcher."""
+    return run_single

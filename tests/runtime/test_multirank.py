@@ -1,0 +1,104 @@
+"""Real multi-rank jobs for every backend: collectives, data-parallel equivalence, failure ends the job.
+
+Launchers: horovod over MPI (`mpirun`), horovod over Gloo (`horovodrun --gloo`),
+torch.distributed gloo (`mpirun`). Each job runs under mpirun's own timeout and
+ours (conftest.run_mpi), and a failure shows every rank's output.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).parent
+CHECKS_PER_RANK = 28  # every check in collectives_worker.py: none may be skipped silently
+
+# id -> (launcher, backend)
+SETUPS = {
+    "horovod-mpi": ("mpirun", "horovod"),
+    "horovod-gloo": ("horovodrun", "horovod"),
+    "torch-gloo": ("mpirun", "torch"),
+}
+
+
+def _setup(name: str) -> tuple[str, str]:
+    launcher, backend = SETUPS[name]
+    if backend == "horovod" and importlib.util.find_spec("horovod") is None:
+        pytest.skip("horovod is not installed (run 'make env')")
+    return launcher, backend
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("setup,np", [("horovod-mpi", 2), ("horovod-mpi", 4), ("horovod-gloo", 2), ("torch-gloo", 2)])
+def test_collectives(setup, np, tmp_path, run_mpi):
+    launcher, backend = _setup(setup)
+    job = run_mpi(np, [HERE / "collectives_worker.py", backend, tmp_path], timeout=240, launcher=launcher)
+    passed = dict(re.findall(r"rank (\d+)/\d+ .*: (\d+) checks passed", job.output))
+    assert passed == {str(r): str(CHECKS_PER_RANK) for r in range(np)}, job.describe()
+
+
+def _load_dp_worker():
+    spec = importlib.util.spec_from_file_location("dp_worker", HERE / "dp_worker.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("setup,np", [("horovod-mpi", 2), ("horovod-gloo", 2), ("torch-gloo", 2), ("horovod-mpi", 4)])
+def test_data_parallel_equals_one_process(setup, np, tmp_path, run_mpi):
+    """N ranks x batch b, gradients averaged by sync_gradients == one process x batch N*b (Adam, K steps)."""
+    launcher, backend = _setup(setup)
+    job = run_mpi(np, [HERE / "dp_worker.py", backend, tmp_path], timeout=240, launcher=launcher)
+
+    from hpcgan.runtime.backend import LocalBackend
+    from hpcgan.runtime.env import ProcessInfo
+
+    dp = _load_dp_worker()
+    reference = dp.train(LocalBackend(ProcessInfo(), torch.device("cpu")), dp.PER_RANK_BATCH * np)
+    torch.manual_seed(1000)
+    initial = torch.nn.Sequential(torch.nn.Linear(dp.D_IN, dp.HIDDEN), torch.nn.Tanh(),
+                                  torch.nn.Linear(dp.HIDDEN, dp.D_OUT)).state_dict()
+    moved = max((reference[k] - initial[k]).abs().max().item() for k in reference)
+    assert moved > 1e-2, "the reference run barely trained: the comparison would prove nothing"
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(np)]
+    for r, saved in enumerate(ranks):
+        assert saved["size"] == np, job.describe()
+        for k, want in reference.items():
+            got = saved["weights"][k]
+            assert torch.equal(got, ranks[0]["weights"][k]), f"rank {r} differs from rank 0 in {k}\n{job.describe()}"
+            err = (got - want).abs().max().item()
+            assert err < 1e-5, f"rank {r} {k}: max |distributed - one process| = {err:.2e}\n{job.describe()}"
+
+
+# (setup, mode): every way a rank can fail, for each backend.
+FAULTS = [("horovod-mpi", "user"), ("horovod-mpi", "raise"), ("horovod-mpi", "script"), ("horovod-gloo", "raise"),
+          ("torch-gloo", "user"), ("torch-gloo", "raise"), ("torch-gloo", "script")]
+FAULT_BOUND_S = 60
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(FAULT_BOUND_S + 60)
+@pytest.mark.parametrize("setup,mode", FAULTS)
+def test_rank_failure_ends_job(setup, mode, run_mpi):
+    """Rank 1 fails while rank 0 waits in an allreduce: the job ends non-zero, fast, saying why."""
+    launcher, backend = _setup(setup)
+    job = run_mpi(2, [HERE / "fault_worker.py", backend, mode], timeout=FAULT_BOUND_S + 30, launcher=launcher,
+                  check=False)
+    print(f"{setup} {mode}: ended with {job.returncode} after {job.elapsed:.1f} s")
+    assert job.returncode != 0, job.describe()
+    assert job.elapsed < FAULT_BOUND_S, f"took {job.elapsed:.0f} s to end\n{job.describe()}"
+    assert job.output.count("first allreduce [2.0, 2.0, 2.0]") == 2, job.describe()
+    assert "second allreduce returned" not in job.output, job.describe()
+    if mode == "user":
+        assert "[rank 1] hpcgan: error: data file shard-1.h5: truncated" in job.output, job.describe()
+        if launcher == "mpirun":
+            assert job.returncode == 2, job.describe()
+    else:
+        assert "RuntimeError: injected failure on rank 1" in job.output, job.describe()
