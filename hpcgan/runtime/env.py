@@ -63,7 +63,10 @@ def detect_process(env: Mapping[str, str] | None = None) -> ProcessInfo:
             local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", default=0), local_size=local_size,
             node_rank=int(env["OMPI_COMM_WORLD_RANK"]) // max(local_size, 1),  # by-slot mapping (mpirun's default)
             num_nodes=max(1, -(-size // max(local_size, 1))), launcher="openmpi", hostname=host)
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:  # srun (Cray MPICH or pmix)
+    # MPICH/Intel hydra inside an allocation starts one proxy per node with srun: SLURM's numbers then
+    # count proxies, and PMI's (a different world size) count the ranks.
+    pmi_differs = "PMI_RANK" in env and env.get("PMI_SIZE") != env.get("SLURM_NTASKS")
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env and not pmi_differs:  # srun
         return ProcessInfo(
             rank=int(env["SLURM_PROCID"]), size=int(env["SLURM_NTASKS"]),
             local_rank=_int(env, "SLURM_LOCALID", default=0),
@@ -76,7 +79,8 @@ def detect_process(env: Mapping[str, str] | None = None) -> ProcessInfo:
         size = int(env["PMI_SIZE"])
         local_size = _int(env, "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE", default=size)
         return ProcessInfo(
-            rank=int(env["PMI_RANK"]), size=size, local_rank=_int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK", default=0),
+            rank=int(env["PMI_RANK"]), size=size,
+            local_rank=_int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK", default=int(env["PMI_RANK"]) % max(local_size, 1)),
             local_size=local_size, node_rank=int(env["PMI_RANK"]) // max(local_size, 1),
             num_nodes=max(1, -(-size // max(local_size, 1))), launcher="pmi", hostname=host)
     return ProcessInfo(hostname=host)
