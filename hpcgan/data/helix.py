@@ -162,18 +162,17 @@ def fit_tracks(hits: np.ndarray, mask: np.ndarray, det: Detector) -> tuple[np.nd
                         f"got {hits.shape} and {m.shape}")
     ok = m.sum(axis=1) >= 3
     n = len(hits)
+    if not ok.all():  # fit a harmless dummy helix in place of tracks with < 3 hits; zeroed at the end
+        hits = hits.copy()
+        m = m.copy()
+        hits[~ok] = helix_points(np.array([[0.5, 0.0, 0.0, 0.0, 0.0]]), det.radius, det.bfield)[0]
+        m[~ok] = True
     x, y, z = hits[..., 0], hits[..., 1], hits[..., 2]
     r = np.broadcast_to(det.radius, (n, det.n_layers))
-    # Fits use a dummy well-posed track where a track has < 3 hits; those results are zeroed at the end.
     w = np.where(m, 1.0 / det.sigma_rphi ** 2, 0.0)
-    w[~ok] = 1.0 / det.sigma_rphi ** 2
     rr = x * x + y * y
-    rho = np.where(m | ~ok[:, None], np.sqrt(rr), r)
+    rho = np.where(m, np.sqrt(rr), r)
     phi_hit = np.arctan2(y, x)
-    phi_hit[~ok] = 0.0
-    x = np.where(ok[:, None], x, r)
-    y = np.where(ok[:, None], y, 0.0)
-    rr = np.where(ok[:, None], rr, r * r)
 
     # 1. Karimaki's closed form.
     sw = w.sum(axis=1)
@@ -198,8 +197,7 @@ def fit_tracks(hits: np.ndarray, mask: np.ndarray, det: Detector) -> tuple[np.nd
     # 3. Line in s-z.
     s = _arc_to_radius(rho, kappa, phi0, d0)
     wz = np.where(m, 1.0 / det.sigma_z ** 2, 0.0)
-    wz[~ok] = 1.0 / det.sigma_z ** 2
-    zz = np.where(ok[:, None], z, 0.0)
+    zz = z
     swz = wz.sum(axis=1)
     sm, zm = (wz * s).sum(axis=1) / swz, (wz * zz).sum(axis=1) / swz
     cot = (wz * (s - sm[:, None]) * (zz - zm[:, None])).sum(axis=1) / (wz * (s - sm[:, None]) ** 2).sum(axis=1)
