@@ -8,7 +8,7 @@ from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator, 
 
 # Computed once from the paper preset (hpcgan/configs/crf.yaml) and checked against the formulas below.
 PAPER_G_PARAMS = 14_853_479
-PAPER_D_PARAMS = 8_429_379
+PAPER_D_PARAMS = 8_426_691
 
 
 def unet_params(c_in: int, c_out: int, widths, norm: str = "batch") -> int:
@@ -22,10 +22,11 @@ def unet_params(c_in: int, c_out: int, widths, norm: str = "batch") -> int:
 
 
 def patchgan_params(c_in: int, widths, scales: int) -> int:
-    """4x4 convs with bias; InstanceNorm without affine parameters."""
+    """4x4 convs; a bias only where no InstanceNorm (affine-free) follows: the first and the last conv."""
     n, c = 0, c_in
-    for w in list(widths) + [1]:
-        n += 16 * c * w + w
+    last = len(widths)
+    for i, w in enumerate(list(widths) + [1]):
+        n += 16 * c * w + (w if i == 0 or i == last else 0)
         c = w
     return scales * n
 

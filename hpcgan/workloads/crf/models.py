@@ -96,8 +96,11 @@ class PatchDiscriminator(nn.Module):
         c = in_channels
         for i, w in enumerate(widths):
             stride = 2 if i < len(widths) - 1 else 1
-            layers.append(nn.Conv2d(c, w, 4, stride=stride, padding=2))
-            if i > 0 and norm != "none":
+            normed = i > 0 and norm != "none"
+            # A bias right before a normalisation is removed by it: a parameter with zero gradient that Adam
+            # would still move by noise (and that breaks the exact data-parallel comparison).
+            layers.append(nn.Conv2d(c, w, 4, stride=stride, padding=2, bias=not normed))
+            if normed:
                 layers.append(nn.InstanceNorm2d(w) if norm == "instance" else nn.BatchNorm2d(w))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c = w
