@@ -1,0 +1,123 @@
+"""Tracks per second: the GAN generator against the conventional helix fit, same hits, same machine, one run.
+
+The study's claim to test: the trained generator needs a fraction of the conventional method's time
+(about 100 Hz on Xeon CPUs versus about 10 kHz on P100 GPUs in the paper). Measured here, per batch size:
+  gan-cpu        hits (file units) -> model space -> G -> tracks in file units, torch on the CPU
+  gan-cuda       the same on the GPU when torch.cuda.is_available() (host->device copy included)
+  fit-numpy      hpcgan.data.helix.fit_tracks on the batch (vectorised numpy)
+  fit-per-track  hpcgan.data.helix.fit_track in a Python loop, as a conventional per-track code runs
+                 (batch size does not matter; measured on --loop-tracks tracks)
+Hits come from the synthetic tracker (hpcgan.data.synth_lhc). The generator is untrained unless
+--checkpoint is given (the rate does not depend on the weights). Protocol: warm-up, then repeated timed
+passes (benchmarks/common.py); the median rate is reported. JSON: results/lhc_rate.json.
+
+    python -m benchmarks.lhc_rate [--checkpoint RUN_OR_CKPT] [--batch-sizes 1 64 1024 8192] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python benchmarks/lhc_rate.py` as well as `python -m benchmarks.lhc_rate`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from benchmarks.common import DEFAULT_RESULTS, Stats, environment, log, rate_stats, time_batches, write_result
+from hpcgan.config import load_config
+from hpcgan.data import helix, synth_lhc
+from hpcgan.workloads import get_workload
+
+
+def build(args):
+    """Config, workload and generator: from a checkpoint, or untrained from a preset."""
+    if args.checkpoint:
+        from hpcgan.runtime import session
+        from hpcgan.train.inference import load_generator
+
+        backend = session.start("local", "cpu")
+        cfg, workload, G, _ = load_generator(args.checkpoint, backend)
+    else:
+        cfg = load_config(args.config)
+        workload = get_workload(cfg)
+        torch.manual_seed(cfg.seed)
+        G = workload.build_generator()
+    return cfg, workload, G.eval()
+
+
+def gan_rate(workload, G, inputs: np.ndarray, batch: int, device: torch.device, iters: int) -> Stats:
+    G = G.to(device)
+    x = torch.from_numpy(inputs[:batch])
+    dummy = torch.zeros(batch, 5 + 3 * inputs.shape[2])
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+    @torch.no_grad()
+    def step():
+        cond, _ = workload.prepare(x, dummy, device)
+        return workload.to_data_units(G(cond)).cpu()
+
+    return rate_stats(time_batches(step, warmup=2, iters=iters, batches_per_iter=1, sync=sync), batch)
+
+
+def fit_rate(det, hits: np.ndarray, mask: np.ndarray, batch: int, iters: int) -> Stats:
+    h, m = hits[:batch], mask[:batch]
+    return rate_stats(time_batches(lambda: helix.fit_tracks(h, m, det), warmup=1, iters=iters), batch)
+
+
+def loop_rate(det, hits: np.ndarray, mask: np.ndarray, n: int, iters: int) -> Stats:
+    h, m = hits[:n], mask[:n]
+    return rate_stats(time_batches(lambda: helix.fit_tracks_loop(h, m, det), warmup=0, iters=iters), n)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="lhc", help="preset for the untrained generator (default lhc)")
+    p.add_argument("--checkpoint", help="run directory or checkpoint of a trained generator")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024, 8192])
+    p.add_argument("--loop-tracks", type=int, default=1000, help="tracks for the per-track loop")
+    p.add_argument("--iters", type=int, default=5, help="timed passes per measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default=str(DEFAULT_RESULTS / "lhc_rate.json"))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, workload, G = build(args)
+    det = helix.detector(cfg.lhc.n_layers)
+    n = max(max(args.batch_sizes), args.loop_tracks)
+    log(f"lhc_rate: simulating {n} tracks ({cfg.lhc.n_layers} layers)")
+    inputs, _, _ = synth_lhc.make_tracks(np.random.default_rng(0), n, det, synth_lhc._options({"layers": det.n_layers}))
+    hits = inputs[:, :3].transpose(0, 2, 1).astype(np.float64)
+    mask = inputs[:, 3] > 0.5
+    env = environment()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    loop = loop_rate(det, hits, mask, args.loop_tracks, max(1, args.iters // 2))
+    rows.append({"method": "fit-per-track", "device": "cpu", "batch": 1, "rate": loop})
+    for b in args.batch_sizes:
+        rows.append({"method": "fit-numpy", "device": "cpu", "batch": b, "rate": fit_rate(det, hits, mask, b, args.iters)})
+        for dev in devices:
+            rows.append({"method": f"gan-{dev.type}", "device": dev.type, "batch": b,
+                         "rate": gan_rate(workload, G, inputs, b, dev, args.iters)})
+    loop_hz = loop.median
+    print(f"{'method':<15}{'device':<7}{'batch':>7}{'tracks/s':>14}{'x per-track fit':>17}{'x numpy fit':>13}")
+    numpy_at = {r["batch"]: r["rate"].median for r in rows if r["method"] == "fit-numpy"}
+    for r in rows:
+        ref = numpy_at.get(r["batch"])
+        vs_numpy = f"{r['rate'].median / ref:.2f}" if ref and r["method"] != "fit-per-track" else "-"
+        print(f"{r['method']:<15}{r['device']:<7}{r['batch']:>7}{r['rate'].median:>14.1f}"
+              f"{r['rate'].median / loop_hz:>17.2f}{vs_numpy:>13}")
+    params = {"config": args.config, "checkpoint": args.checkpoint, "batch_sizes": args.batch_sizes,
+              "loop_tracks": args.loop_tracks, "iters": args.iters, "n_layers": det.n_layers,
+              "torch_threads": torch.get_num_threads(),
+              "generator_parameters": sum(p.numel() for p in G.parameters()),
+              "lhc": {k: getattr(cfg.lhc, k) for k in ("hidden", "blocks", "noise_dim")}}
+    path = write_result(args.out, "lhc_rate", params, rows, env)
+    log(f"lhc_rate: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
