@@ -35,7 +35,7 @@ from benchmarks.common import (DEFAULT_RESULTS, Stats, environment, log, numel, 
                                read_result, run_ranks, workload_config, write_result)
 
 LIBS = ("horovod", "mpi", "torch")
-DEFAULT_SIZES = [4 * 1024 * 4 ** k for k in range(10)]  # 4 KiB, 16 KiB, ..., 256 MiB (2**28 bytes)
+DEFAULT_SIZES = [4 * 1024 * 4 ** k for k in range(9)]  # 4 KiB, 16 KiB, ..., 256 MiB (2**28 bytes)
 BATCH_BYTES = 64 * 2 ** 20  # back-to-back allreduces per timed iteration move about this much (at least one)
 MAX_BATCH = 50
 
