@@ -2,13 +2,13 @@
 
 Each epoch every rank computes the same global order of sample indices from
 (seed, epoch): the dataset is cut into blocks of `shuffle_block` consecutive
-samples, the blocks are permuted, and samples are then permuted inside
-windows of SHUFFLE_BUFFER_BLOCKS blocks (a bounded shuffle buffer). The order
-is cut to a multiple of size x batch_size (remainder dropped, or padded by
-wrapping around: the same on every rank) and into `size` contiguous equal
-parts; rank r reads only part r, in batches. Because a part is a run of whole
-blocks, the indices of a group of batches sort into long runs of
-consecutive samples, which are read as HDF5 slabs and reordered in memory.
+samples and the blocks are permuted. The order is cut to a multiple of
+size x batch_size (remainder dropped, or padded by wrapping around: the same on
+every rank) and into `size` contiguous equal parts; rank r reads only part r.
+Inside its part, samples are permuted within windows of about
+SHUFFLE_BUFFER_BLOCKS blocks (a bounded shuffle buffer, whole batches). The
+reader reads whole windows at once: their indices sort into runs of
+consecutive samples as long as a block, read as HDF5 slabs and reordered in memory.
 
 A background thread (opening its own h5py handles, never sharing one across
 threads or a fork) reads groups of batches into a bounded queue. Exceptions
@@ -65,25 +65,37 @@ def resolve_paths(path_or_glob: str | os.PathLike | Sequence[str]) -> list[str]:
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True, shuffle_block: int = 32) -> np.ndarray:
-    """The global order of sample indices for (seed, epoch): shuffled blocks, then a bounded shuffle buffer."""
+    """The global order of sample indices for (seed, epoch): blocks of consecutive samples, permuted."""
     if not shuffle or n == 0:
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
     sb = max(1, int(shuffle_block))
     starts = rng.permutation(-(-n // sb)).astype(np.int64) * sb
     lens = np.minimum(starts + sb, n) - starts
-    order = np.repeat(starts, lens) + (np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens))
-    window = np.arange(n) // (sb * SHUFFLE_BUFFER_BLOCKS)
-    return order[np.lexsort((rng.random(n), window))]
+    return np.repeat(starts, lens) + (np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens))
+
+
+def window_samples(shuffle_block: int, batch_size: int) -> int:
+    """Shuffle-buffer size: SHUFFLE_BUFFER_BLOCKS blocks, rounded up to whole batches (so reads align)."""
+    return -(-shuffle_block * SHUFFLE_BUFFER_BLOCKS // batch_size) * batch_size
 
 
 def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool, shuffle_block: int,
                remainder: str) -> np.ndarray:
-    """(size, steps, batch_size) global indices: rank r reads plan[r]. Same on every rank."""
+    """(size, steps, batch_size) global indices: rank r reads plan[r]. Same on every rank.
+
+    The block order is cut to whole steps (drop) or wrapped around (pad), split into `size`
+    contiguous parts, and each part is shuffled inside windows of window_samples() positions."""
     unit = size * batch_size
     steps = n // unit if remainder == "drop" else -(-n // unit)
-    order = epoch_order(n, seed, epoch, shuffle, shuffle_block)
-    return np.resize(order, steps * unit).reshape(size, steps, batch_size)
+    parts = np.resize(epoch_order(n, seed, epoch, shuffle, shuffle_block), steps * unit).reshape(size, -1)
+    if shuffle and parts.size:
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 1])
+        length = parts.shape[1]
+        window = np.tile(np.arange(length) // window_samples(shuffle_block, batch_size), size)
+        row = np.repeat(np.arange(size), length)
+        parts = parts.ravel()[np.lexsort((rng.random(parts.size), window, row))].reshape(size, length)
+    return parts.reshape(size, steps, batch_size)
 
 
 class ShardedReader:
@@ -353,6 +365,15 @@ class EpochIterator:
     def __del__(self) -> None:
         self._stop.set()
 
+    def group_batches(self) -> int:
+        """Batches read together: whole shuffle windows (long contiguous runs) within READ_GROUP_BYTES."""
+        r = self.reader
+        window = window_samples(r.shuffle_block, r.batch_size)
+        windows = READ_GROUP_BYTES // max(1, window * r._sample_bytes)
+        if windows >= 1:
+            return int(min(windows, 16)) * window // r.batch_size
+        return max(1, READ_GROUP_BYTES // max(1, r.batch_size * r._sample_bytes))
+
     def _put(self, item) -> bool:
         while not self._stop.is_set():
             try:
@@ -369,8 +390,7 @@ class EpochIterator:
             if r.cache:
                 self._produce_cached(files)
             else:
-                per_group = max(1, min(READ_GROUP_BYTES // max(1, r._sample_bytes),
-                                       16 * r.shuffle_block * SHUFFLE_BUFFER_BLOCKS) // r.batch_size)
+                per_group = self.group_batches()
                 for g in range(0, len(self.batches), per_group):
                     group = self.batches[g:g + per_group]
                     uniq, inv = np.unique(group.ravel(), return_inverse=True)
