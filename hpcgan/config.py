@@ -167,6 +167,7 @@ def resolve_preset(name_or_path: str) -> Path:
 
 
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    path = path.resolve()
     if path in seen:
         raise UserError(f"config file {path}: 'base' chain loops")
     try:
@@ -178,10 +179,24 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
-    parent = resolve_preset(base) if not Path(base).is_absolute() else Path(base)
-    if not Path(base).suffix and not parent.is_file():
-        parent = path.parent / f"{base}.yaml"
-    return _merge(_read_yaml(parent, seen + (path,)), data)
+    return _merge(_read_yaml(_resolve_base(str(base), path), seen + (path,)), data)
+
+
+def _resolve_base(base: str, child: Path) -> Path:
+    """`base:` names a YAML file relative to the file that names it, else a sibling preset, else a shipped one."""
+    p = Path(base)
+    if p.suffix in (".yaml", ".yml") or os.sep in base:
+        p = p if p.is_absolute() else child.parent / p
+        if not p.is_file():
+            raise UserError(f"config file {child}: base {base!r} not found (looked for {p})")
+        return p
+    sibling = child.parent / f"{base}.yaml"
+    if sibling.is_file():
+        return sibling
+    try:
+        return resolve_preset(base)
+    except UserError as e:
+        raise UserError(f"config file {child}: base {base!r}: {e}") from None
 
 
 def _merge(a: dict, b: Mapping) -> dict:
@@ -228,7 +243,10 @@ def from_dict(cls: type, data: Mapping, prefix: str = "") -> Any:
     for f in fields(cls):
         if f.name not in data:
             continue
-        kwargs[f.name] = _coerce(f"{prefix}{f.name}", hints[f.name], data[f.name])
+        value = _coerce(f"{prefix}{f.name}", hints[f.name], data[f.name])
+        if isinstance(value, tuple) and isinstance(f.default, tuple) and f.default:  # items typed like the default's
+            value = tuple(_coerce(f"{prefix}{f.name}[{i}]", type(f.default[0]), x) for i, x in enumerate(value))
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 

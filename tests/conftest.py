@@ -23,7 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-HPCGAN = str(BIN / "hpcgan") if (BIN / "hpcgan").exists() else None
+# The installed console script when there is one (what users run), else the same entry point via -m.
+HPCGAN = [str(BIN / "hpcgan")] if (BIN / "hpcgan").exists() else [PYTHON, "-m", "hpcgan.cli.main"]
 HOROVODRUN = str(BIN / "horovodrun") if (BIN / "horovodrun").exists() else shutil.which("horovodrun")
 MPIRUN = shutil.which("mpirun")
 
@@ -49,8 +50,10 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class Job:
     command: list[str]
     returncode: int
-    output: str
+    output: str  # stdout and stderr (merged in order unless split)
     elapsed: float
+    stdout: str = ""  # only with split=True
+    stderr: str = ""  # only with split=True
 
     def describe(self) -> str:
         return (f"$ {' '.join(self.command)}\nexit code {self.returncode} after {self.elapsed:.1f} s; "
@@ -58,19 +61,24 @@ class Job:
 
 
 def launch(command: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
-           cwd: str | os.PathLike = REPO) -> Job:
-    """Run a command in its own process group; on timeout kill the group and fail the test with its output."""
+           cwd: str | os.PathLike = REPO, split: bool = False) -> Job:
+    """Run a command in its own process group; on timeout kill the group and fail the test with its output.
+
+    split: keep stdout and stderr apart (Job.stdout, Job.stderr) instead of merged in order.
+    """
     command = [str(c) for c in command]
     start = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cwd, env=clean_env(env), start_new_session=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE if split else subprocess.STDOUT,
+                            text=True, cwd=cwd, env=clean_env(env), start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        out, _ = proc.communicate()
-        job = Job(command, proc.returncode, out, time.monotonic() - start)
+        out, err = proc.communicate()
+        job = Job(command, proc.returncode, out + (err or ""), time.monotonic() - start)
         pytest.fail(f"timed out after {timeout:.0f} s (killed the job)\n{job.describe()}", pytrace=False)
+    if split:
+        return Job(command, proc.returncode, out + err, time.monotonic() - start, stdout=out, stderr=err)
     return Job(command, proc.returncode, out, time.monotonic() - start)
 
 
@@ -111,30 +119,37 @@ def mpi_command(np: int, args: Sequence[str], launcher: str = "mpirun", timeout:
 
 
 def run_mpi(np: int, args: Sequence[str], timeout: float = 120, launcher: str = "mpirun",
-            env: Mapping[str, str] | None = None, check: bool = True) -> Job:
+            env: Mapping[str, str] | None = None, check: bool = True, split: bool = False) -> Job:
     """Launch np ranks and wait; with check, fail with all ranks' output unless the job exits 0."""
     require_launcher(launcher)
-    job = launch(mpi_command(np, args, launcher, timeout), timeout + 15, env)
+    job = launch(mpi_command(np, args, launcher, timeout), timeout + 15, env, split=split)
     if check and job.returncode != 0:
         pytest.fail(f"job failed\n{job.describe()}", pytrace=False)
     return job
 
 
-def run_single(args: Sequence[str], timeout: float = 120, env: Mapping[str, str] | None = None) -> Job:
-    """One process, no launcher (what a laptop user runs)."""
+def run_single(args: Sequence[str], timeout: float = 120, env: Mapping[str, str] | None = None,
+               split: bool = True) -> Job:
+    """One process, no launcher (what a laptop user runs); stdout and stderr kept apart by default."""
     args = [str(a) for a in args]
     if args and args[0].endswith(".py"):
         args = [PYTHON] + args
-    return launch(args, timeout, env)
+    return launch(args, timeout, env, split=split)
 
 
 @pytest.fixture(name="run_mpi")
 def run_mpi_fixture():
-    """run_mpi(np, args, timeout=120, launcher="mpirun"|"horovodrun", env=None, check=True) -> Job."""
+    """run_mpi(np, args, timeout=120, launcher="mpirun"|"horovodrun", env=None, check=True, split=False) -> Job."""
     return run_mpi
 
 
 @pytest.fixture(name="run_single")
 def run_single_fixture():
-    """run_single(args, timeout=120, env=None) -> Job: one process, no launcher."""
+    """run_single(args, timeout=120, env=None, split=True) -> Job: one process, no launcher."""
     return run_single
+
+
+@pytest.fixture(name="hpcgan")
+def hpcgan_fixture():
+    """The `hpcgan` command as an argument list: run_single(hpcgan + ["info"]), run_mpi(2, hpcgan + [...])."""
+    return list(HPCGAN)
