@@ -211,3 +211,17 @@ def test_nan_found_per_batch_in_large_mode(indexed):
         next(iter(rd.epoch(0)))
     rd = ShardedReader(p, 0, 1, 30, seed=0, check_finite="off")
     assert torch.isnan(next(iter(rd.epoch(0)))[1]).any()
+
+
+def test_shuffled_epoch_is_read_in_long_slabs(indexed, monkeypatch):
+    rd = ShardedReader(indexed(1000), 1, 2, 8, seed=4, shuffle_block=32, normalize=False)
+    runs = []
+    orig = ShardedReader.read_sorted
+
+    def spy(self, uniq, files, check=False):
+        runs.append(1 + np.count_nonzero(np.diff(uniq) != 1))
+        return orig(self, uniq, files, check)
+
+    monkeypatch.setattr(ShardedReader, "read_sorted", spy)
+    got = _read_all(rd, 0)
+    assert len(got) * 8 / sum(runs) >= 16  # samples per slab read
