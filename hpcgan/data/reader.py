@@ -233,7 +233,7 @@ class ShardedReader:
         return np.searchsorted(self.offsets, idx, side="right") - 1
 
     def read_sorted(self, uniq: np.ndarray, files: dict, check: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Samples at sorted unique global indices, read as contiguous slabs. `files`: this thread's handles."""
+        """Samples at sorted unique global indices, read as contiguous slabs. `files`: this thread's open files."""
         xin = np.empty((len(uniq), *self.input_shape), dtype=np.float32)
         xout = np.empty((len(uniq), *self.target_shape), dtype=np.float32)
         if len(uniq) == 0:
@@ -243,17 +243,17 @@ class ShardedReader:
         for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(uniq)]])):
             fi = int(fidx[a])
             path = self.paths[fi]
-            if fi not in files:
-                files[fi] = open_read(path)
-            f = files[fi]
+            if fi not in files:  # handle, datasets, sizes and dtypes looked up once per thread and file
+                f = open_read(path)
+                files[fi] = (f, [(name, f[name], f[name].shape[0], f[name].dtype == np.float32)
+                                 for name in ("inputs", "targets")])
             lo = int(uniq[a] - self.offsets[fi])
             hi = lo + int(b - a)
-            for name, out in (("inputs", xin), ("targets", xout)):
-                d = f[name]
-                if hi > d.shape[0]:
-                    raise UserError(f"{path}: dataset '{name}' sample {hi - 1}: beyond its {d.shape[0]} samples "
+            for (name, d, n, direct), out in zip(files[fi][1], (xin, xout)):
+                if hi > n:
+                    raise UserError(f"{path}: dataset '{name}' sample {hi - 1}: beyond its {n} samples "
                                     "(file changed while reading?)")
-                if d.dtype == np.float32:
+                if direct:
                     d.read_direct(out, np.s_[lo:hi], np.s_[a:b])
                 else:
                     out[a:b] = d[lo:hi]
@@ -271,7 +271,7 @@ class ShardedReader:
         try:
             xin, xout = self.read_sorted(uniq, files, check=self.check_finite == "batch")
         finally:
-            for f in files.values():
+            for f, _ in files.values():
                 f.close()
         xin, xout = xin[inv], xout[inv]
         return (self.normalize_inputs(xin) if normalize else xin), xout
@@ -403,7 +403,7 @@ class EpochIterator:
         except BaseException as e:  # re-raised in the consumer: never a silent hang
             self._put(_Failure(e))
         finally:
-            for f in files.values():
+            for f, _ in files.values():
                 f.close()
 
     def _produce_cached(self, files: dict) -> None:
