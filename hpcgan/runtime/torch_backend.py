@@ -25,6 +25,8 @@ def rendezvous(info: ProcessInfo) -> tuple[str, int]:
     """MASTER_ADDR/PORT: explicit variables, else rank 0's host over MPI, else the SLURM node list."""
     if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
         return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if info.size == 1:  # nobody to meet: a fixed port would collide with any other job on this host
+        return "127.0.0.1", _free_port()
     if info.launcher in ("openmpi", "pmi"):
         from mpi4py import MPI
 

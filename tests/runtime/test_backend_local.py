@@ -128,3 +128,10 @@ def test_torch_rendezvous_from_environment(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
     monkeypatch.setenv("MASTER_PORT", "29555")
     assert rendezvous(slurm) == ("10.0.0.7", 29555)
+
+
+def test_torch_rendezvous_alone_needs_no_fixed_port(monkeypatch):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    addr, port = rendezvous(ProcessInfo())
+    assert addr == "127.0.0.1" and port != 29500 and port > 0  # two one-process jobs on a host must not collide
