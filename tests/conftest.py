@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -54,6 +54,7 @@ class Job:
     elapsed: float
     stdout: str = ""  # only with split=True
     stderr: str = ""  # only with split=True
+    ended: float = field(default_factory=time.time)  # wall clock when the job was seen to end
 
     def describe(self) -> str:
         return (f"$ {' '.join(self.command)}\nexit code {self.returncode} after {self.elapsed:.1f} s; "

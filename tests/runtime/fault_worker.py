@@ -33,6 +33,7 @@ def body(backend_name: str, mode: str) -> int:
         stuck = threading.Event()
         threading.Thread(target=stuck.wait, name="prefetch", daemon=False).start()
         time.sleep(1.0)  # let the other ranks block in the next allreduce
+        print(f"rank 1: failing at {time.time():.3f}", flush=True)
         if mode == "user":
             with session.rank_local_errors():
                 raise UserError("data file shard-1.h5: truncated (injected on rank 1)")

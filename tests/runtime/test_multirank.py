@@ -80,20 +80,23 @@ def test_data_parallel_equals_one_process(setup, np, tmp_path, run_mpi):
 # (setup, mode): every way a rank can fail, for each backend.
 FAULTS = [("horovod-mpi", "user"), ("horovod-mpi", "raise"), ("horovod-mpi", "script"), ("horovod-gloo", "raise"),
           ("torch-gloo", "user"), ("torch-gloo", "raise"), ("torch-gloo", "script")]
-FAULT_BOUND_S = 60
+FAULT_BOUND_S = 30  # from the failure to the end of the whole job (start-up excluded: it varies with load)
 
 
 @pytest.mark.mpi
-@pytest.mark.timeout(FAULT_BOUND_S + 60)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("setup,mode", FAULTS)
 def test_rank_failure_ends_job(setup, mode, run_mpi):
     """Rank 1 fails while rank 0 waits in an allreduce: the job ends non-zero, fast, saying why."""
     launcher, backend = _setup(setup)
-    job = run_mpi(2, [HERE / "fault_worker.py", backend, mode], timeout=FAULT_BOUND_S + 30, launcher=launcher,
-                  check=False)
-    print(f"{setup} {mode}: ended with {job.returncode} after {job.elapsed:.1f} s")
+    job = run_mpi(2, [HERE / "fault_worker.py", backend, mode], timeout=180, launcher=launcher, check=False)
+    failed_at = re.search(r"rank 1: failing at ([\d.]+)", job.output)
+    assert failed_at, job.describe()
+    took = job.ended - float(failed_at.group(1))
+    print(f"{setup} {mode}: exit code {job.returncode}, job ended {took:.1f} s after the failure "
+          f"({job.elapsed:.1f} s in all)")
     assert job.returncode != 0, job.describe()
-    assert job.elapsed < FAULT_BOUND_S, f"took {job.elapsed:.0f} s to end\n{job.describe()}"
+    assert took < FAULT_BOUND_S, f"the job took {took:.0f} s to end after the failure\n{job.describe()}"
     assert job.output.count("first allreduce [2.0, 2.0, 2.0]") == 2, job.describe()
     assert "second allreduce returned" not in job.output, job.describe()
     if mode == "user":
