@@ -70,7 +70,16 @@ def tiny_data(slurm: Cluster) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_run(slurm: Cluster, tiny_data: Path) -> tuple[Job, Path]:
+def two_node_job(slurm: Cluster, tiny_data: Path) -> tuple[Job, Path]:
+    """The tiny config on nodes n1 and n2, submitted (not awaited) so it runs beside the reference run."""
+    run_dir = slurm.workdir / "runs" / "two-nodes"
+    job = slurm.sbatch(REPO / "jobs" / "train_lhc.sh", sbatch_args=("-p", "multi", "-N", "2", "--ntasks-per-node=1"),
+                       HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir), HPCGAN_INFO="1")
+    return job, run_dir
+
+
+@pytest.fixture(scope="session")
+def reference_run(slurm: Cluster, tiny_data: Path, two_node_job) -> tuple[Job, Path]:
     """`sbatch jobs/train_lhc.sh` with no sbatch arguments: the tiny config on 2 ranks of one node."""
     run_dir = slurm.workdir / "runs" / "reference"
     job = slurm.sbatch(REPO / "jobs" / "train_lhc.sh", HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir))

@@ -1,6 +1,7 @@
 """Helpers of the SLURM tests: the tiny config, sbatch/scontrol wrappers, checkpoint comparison."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -95,15 +96,18 @@ def final_weights(run_dir: Path) -> dict:
 
     path = ckpt.list_checkpoints(run_dir / "checkpoints")[-1]
     state = ckpt.load_checkpoint(path)
-    return {"path": path, "global_step": state["global_step"], "G": state["G"], "D": state["D"]}
+    commit = json.loads((run_dir / "environment.json").read_text()).get("git_commit")
+    return {"path": path, "global_step": state["global_step"], "G": state["G"], "D": state["D"], "commit": commit}
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
     import torch
 
     assert a["global_step"] == b["global_step"], (a["path"], b["path"])
+    # Several people commit to one working tree: a run started after a commit may train other code.
+    code = "" if a["commit"] == b["commit"] else f" (the runs used different commits: {a['commit']} vs {b['commit']})"
     for net in ("G", "D"):
         assert a[net].keys() == b[net].keys()
         diff = {k: float((a[net][k].double() - b[net][k].double()).abs().max()) for k in a[net]
                 if a[net][k].is_floating_point() and not torch.equal(a[net][k], b[net][k])}
-        assert not diff, f"{net} differs between {a['path']} and {b['path']}: max |diff| per tensor {diff}"
+        assert not diff, f"{net} differs between {a['path']} and {b['path']}: max |diff| per tensor {diff}{code}"
