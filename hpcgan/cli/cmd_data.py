@@ -205,7 +205,12 @@ def run_convert(args: argparse.Namespace) -> int:
         def work() -> str | None:
             if backend.rank != 0:
                 return None
-            module = importlib.import_module(CONVERTERS[args.format])
+            try:
+                module = importlib.import_module(CONVERTERS[args.format])
+            except ModuleNotFoundError as e:
+                if e.name != CONVERTERS[args.format]:
+                    raise
+                raise UserError(f"converter {args.format!r} is not available in this installation") from None
             return module.convert(args.src, args.out, **opts)
 
         out = collective(backend, work)

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from hpcgan.data.format import (ChannelStats, attrs_of, check_finite_block, find_nonfinite, h5py, open_read)
+from hpcgan.data.format import ChannelStats, attrs_of, check_finite_block, find_nonfinite, open_read
 from hpcgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -122,16 +122,8 @@ class ShardedReader:
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self._cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (shard indices, inputs, targets)
 
-        self.file_attrs = [self._open_attrs(p) for p in self.paths]
+        self.file_attrs = self._check_files()
         first = self.file_attrs[0]
-        for p, a in zip(self.paths[1:], self.file_attrs[1:]):
-            for key, what in (("input_shape", "inputs"), ("target_shape", "targets")):
-                if a[key] != first[key]:
-                    raise UserError(f"{p}: dataset '{what}' sample shape {a[key]} differs from "
-                                    f"{first[key]} in {self.paths[0]}")
-            for key in ("workload", "input_channels", "target_channels"):
-                if a[key] != first[key]:
-                    raise UserError(f"{p}: attribute '{key}' {a[key]!r} differs from {first[key]!r} in {self.paths[0]}")
         counts = np.array([a["n"] for a in self.file_attrs], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self.num_samples = int(self.offsets[-1])
@@ -148,22 +140,7 @@ class ShardedReader:
             self._inv_std = (1.0 / np.maximum(st["std"], STD_FLOOR)).astype(np.float32).reshape(shape)
             self._inv_std[st["std"].reshape(shape) < STD_FLOOR] = 1.0
 
-        unit = size * batch_size
-        if remainder == "drop":
-            self.steps_per_epoch = self.num_samples // unit
-            if self.steps_per_epoch == 0:
-                raise UserError(f"{self.name}: {self.num_samples} samples cannot fill one batch of {batch_size} "
-                                f"on each of {size} ranks (use a smaller batch or data.remainder=pad)")
-        else:
-            self.steps_per_epoch = -(-self.num_samples // unit)
-        used = self.steps_per_epoch * unit
-        self.remainder_note = ""
-        if used < self.num_samples:
-            self.remainder_note = (f"{self.name}: dropping {self.num_samples - used} of {self.num_samples} samples "
-                                   f"per epoch (not a multiple of {size} ranks x batch {batch_size})")
-        elif used > self.num_samples:
-            self.remainder_note = (f"{self.name}: padding {used - self.num_samples} samples per epoch by repeating "
-                                   f"samples ({self.num_samples} is not a multiple of {size} ranks x batch {batch_size})")
+        self.steps_per_epoch, self.remainder_note = self._remainder()
         if self.remainder_note and rank == 0:
             log.info(self.remainder_note)
 
@@ -178,6 +155,37 @@ class ShardedReader:
                 with open_read(p) as f:
                     for name in ("inputs", "targets"):
                         find_nonfinite(f, p, name)
+
+    def _check_files(self) -> list[dict]:
+        """Attributes of every file, checked to form one dataset (shapes, channels, workload)."""
+        attrs = [self._open_attrs(p) for p in self.paths]
+        first = attrs[0]
+        for p, a in zip(self.paths[1:], attrs[1:]):
+            for key, what in (("input_shape", "inputs"), ("target_shape", "targets")):
+                if a[key] != first[key]:
+                    raise UserError(f"{p}: dataset '{what}' sample shape {a[key]} differs from "
+                                    f"{first[key]} in {self.paths[0]}")
+            for key in ("workload", "input_channels", "target_channels"):
+                if a[key] != first[key]:
+                    raise UserError(f"{p}: attribute '{key}' {a[key]!r} differs from {first[key]!r} in {self.paths[0]}")
+        return attrs
+
+    def _remainder(self) -> tuple[int, str]:
+        """Steps per epoch and what happens to the samples beyond a multiple of size x batch."""
+        n, size, batch = self.num_samples, self.size, self.batch_size
+        unit = size * batch
+        steps = n // unit if self.remainder == "drop" else -(-n // unit)
+        if steps == 0:
+            raise UserError(f"{self.name}: {n} samples cannot fill one batch of {batch} "
+                            f"on each of {size} ranks (use a smaller batch or data.remainder=pad)")
+        used = steps * unit
+        if used < n:
+            return steps, (f"{self.name}: dropping {n - used} of {n} samples per epoch "
+                           f"(not a multiple of {size} ranks x batch {batch})")
+        if used > n:
+            return steps, (f"{self.name}: padding {used - n} samples per epoch by repeating samples "
+                           f"({n} is not a multiple of {size} ranks x batch {batch})")
+        return steps, ""
 
     # --- metadata ------------------------------------------------------------
     @staticmethod
