@@ -94,6 +94,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
     assert (path.split("*")[0] if case in ("glob", "shapes") else path) in err
 
 
+@pytest.mark.timeout(300)
 def test_real_process_exit_code(tmp_path):
     p = hpcgan("data", "inspect", str(tmp_path / "absent.h5"), timeout=120)
     assert p.returncode == 2, show(p)
