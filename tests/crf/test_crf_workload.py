@@ -147,3 +147,13 @@ def test_config_errors():
         load_config("crf", ["crf.norm=group"])
     with pytest.raises(UserError, match="crf.dropout"):
         load_config("crf", ["crf.dropout=1.5"])
+
+
+def test_grid_channels_follow_the_synthetic_schema():
+    from hpcgan.workloads.crf import figures
+
+    synth = pytest.importorskip("hpcgan.data.synth_crf")
+    assert figures.REFERENCE_INPUTS == synth.INPUT_CHANNELS
+    shown = figures.shown_input_channels(44)
+    assert [synth.INPUT_CHANNELS[i] for i, _ in shown] == [label for _, label in shown] == ["RH_850", "RH_500", "TS"]
+    assert figures.shown_input_channels(5) == [(0, "input 0"), (1, "input 1"), (2, "input 2")]
