@@ -268,7 +268,9 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
             except ValueError:
                 pass
     elif typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/yes/no as booleans: train.amp=off
+            return "on" if value else "off"
+        if isinstance(value, (str, int, float)):
             return str(value)
     elif typ is tuple:
         if isinstance(value, (list, tuple)):

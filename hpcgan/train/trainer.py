@@ -73,6 +73,8 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
     # Section: data and models.
     reader = make_reader(cfg, backend, cfg.data.path, train=True)
     val_reader = make_reader(cfg, backend, cfg.data.val_path, train=False) if cfg.data.val_path else None
+    if reader.remainder_note:
+        log(reader.remainder_note)
     tr = build_training(cfg, backend, log)
     tr.workload.check_dataset(reader.attrs, cfg.data.path)
     steps_per_epoch = reader.steps_per_epoch // cfg.train.accumulation

@@ -89,6 +89,9 @@ class LHCWorkload(Workload):
 
     def check_dataset(self, attrs: dict, path: str) -> None:
         super().check_dataset(attrs, path)
+        if self.cfg.data.normalize:
+            raise UserError(f"config key data.normalize: must be false for workload lhc (hits are used in mm; "
+                            f"the model's own fixed physical scales normalise them), got true for {path}")
         L = self.cfg.lhc.n_layers
         shape = attrs.get("input_shape")
         if shape is not None and tuple(int(s) for s in shape) != (4, L):
