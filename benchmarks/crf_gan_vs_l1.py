@@ -183,8 +183,8 @@ def sample_figure(runs: dict[str, Path], val: Path, path: Path, n: int = 4) -> N
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="crf-small")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps per run (default 600)")
-    p.add_argument("--size", type=int, default=64, help="image size of the synthetic data (default 64)")
+    p.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
+    p.add_argument("--size", type=int, default=32, help="image size of the synthetic data (default 32)")
     p.add_argument("--n-train", type=int, default=1024)
     p.add_argument("--n-val", type=int, default=256)
     p.add_argument("--n-eval", type=int, default=256, help="held-out samples evaluated (default 256)")

@@ -96,6 +96,7 @@ class CRFConfig:
     d_widths: tuple = (64, 128, 256, 512)  # PatchGAN widths
     d_scales: int = 3  # discriminators at full, 1/2, 1/4 ... scale
     norm: str = "batch"  # generator norm: batch (paper) | instance | none (no cross-sample statistics)
+    d_conditional: bool = True  # D sees the inputs with the image (paper); false: D judges the image alone
 
     def __post_init__(self) -> None:
         _choice("crf.output", self.output, ("tanh", "sigmoid"))

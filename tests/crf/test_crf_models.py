@@ -142,3 +142,15 @@ def test_few_gan_steps_reduce_matching_loss():
     assert sum(l1_hist[-5:]) / 5 < 0.5 * sum(l1_hist[:5]) / 5, l1_hist
     assert "g_adv" in sg and sg["g_adv"].item() > 0
     assert sum(d_hist[-5:]) / 5 < sum(d_hist[:5]) / 5, d_hist
+
+
+def test_unconditional_discriminator_ignores_cond():
+    torch.manual_seed(0)
+    d = MultiScaleDiscriminator(5, 3, (8, 16), scales=2, conditional=False)
+    x = torch.randn(2, 3, 16, 16)
+    a, b = d(torch.randn(2, 5, 16, 16), x), d(torch.randn(2, 5, 16, 16), x)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert parameter_count(d) == patchgan_params(3, (8, 16), 2)
+    dc = MultiScaleDiscriminator(5, 3, (8, 16), scales=2)
+    a, b = dc(torch.randn(2, 5, 16, 16), x), dc(torch.randn(2, 5, 16, 16), x)
+    assert not torch.equal(a[0], b[0])

@@ -46,10 +46,10 @@ def test_prepare_and_to_data_units_round_trip(output, lo, hi):
 
 
 def test_models_follow_config():
-    wl = workload("crf.noise_channels=2", "crf.d_scales=2", "crf.norm=none")
+    wl = workload("crf.noise_channels=2", "crf.d_scales=2", "crf.norm=none", "crf.d_conditional=false")
     g, d = wl.build_generator(), wl.build_discriminator()
     assert g.noise_channels == 2 and len(d(torch.zeros(1, 5, 32, 32), torch.zeros(1, 3, 32, 32))) == 2
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules()) and not d.conditional
     assert parameter_count(g) > 0
 
 

@@ -113,18 +113,23 @@ class PatchDiscriminator(nn.Module):
 
 class MultiScaleDiscriminator(nn.Module):
     """N PatchGANs on the (cond, image) pair average-pooled by 1, 2, 4, ...: coarse scales judge
-    layout, the full scale judges texture. Returns one logit map per scale, finest first."""
+    layout, the full scale judges texture. Returns one logit map per scale, finest first.
+
+    ``conditional=False`` ignores cond (the call signature stays D(cond, x)): with 44 dense input
+    channels beside 3 image channels a conditional D needs many steps before it separates texture
+    from blur, more than a CPU-sized run affords."""
 
     def __init__(self, cond_channels: int, image_channels: int, widths: Sequence[int], scales: int = 3,
-                 norm: str = "instance"):
+                 norm: str = "instance", conditional: bool = True):
         super().__init__()
         if scales < 1:
             raise ValueError("scales: expected at least one")
-        self.nets = nn.ModuleList(PatchDiscriminator(cond_channels + image_channels, widths, norm)
-                                  for _ in range(scales))
+        self.conditional = conditional
+        c_in = image_channels + (cond_channels if conditional else 0)
+        self.nets = nn.ModuleList(PatchDiscriminator(c_in, widths, norm) for _ in range(scales))
 
     def forward(self, cond: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
-        h = torch.cat([cond, x.to(cond.dtype)], dim=1)
+        h = torch.cat([cond, x.to(cond.dtype)], dim=1) if self.conditional else x.to(cond.dtype)
         out = []
         for i, net in enumerate(self.nets):
             if i > 0:

@@ -39,7 +39,8 @@ class CRFWorkload(Workload):
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.crf
-        return MultiScaleDiscriminator(c.in_channels, c.out_channels, c.d_widths, scales=c.d_scales)
+        return MultiScaleDiscriminator(c.in_channels, c.out_channels, c.d_widths, scales=c.d_scales,
+                                       conditional=c.d_conditional)
 
     # Units.
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
