@@ -26,7 +26,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def environment_record(backend, hostnames: list[str]) -> dict:
+def environment_record(backend, placement: list[dict]) -> dict:
+    """Versions, backend and where every rank ran (`placement`: one dict per rank, gathered by the caller)."""
     def version(mod: str) -> str:
         try:
             return __import__(mod).__version__
@@ -37,7 +38,8 @@ def environment_record(backend, hostnames: list[str]) -> dict:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
         "torch": torch.__version__, "horovod": version("horovod"), "h5py": version("h5py"),
         "numpy": version("numpy"), "mpi4py": version("mpi4py"), "backend": backend.describe(),
-        "ranks": backend.size, "device": str(backend.device), "hostnames": hostnames,
+        "ranks": backend.size, "device": str(backend.device), "hostnames": sorted({p["host"] for p in placement}),
+        "ranks_placement": placement,
         "cuda": torch.version.cuda, "git_commit": git_commit(), "argv": sys.argv,
     }
 

@@ -85,7 +85,10 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
     # Section: resume.
     pos = resume_training(tr, run, resume, log)
     run.write_config(cfg)
-    run.write_json("environment.json", environment_record(backend, backend.allgather_object(backend.info.hostname)))
+    i = backend.info
+    placement = backend.allgather_object({"rank": i.rank, "host": i.hostname, "node": i.node_rank,
+                                          "local_rank": i.local_rank, "device": str(backend.device)})
+    run.write_json("environment.json", environment_record(backend, placement))
 
     # Section: the loop.
     signals.install()
