@@ -42,6 +42,9 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                HDF5_USE_FILE_LOCKING="FALSE", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    # Ranks waiting in MPI busy-poll a core by default; on a shared 2-core machine that starves the rank
+    # they wait for (about a quarter of the mpirun tests' time).
+    env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     env.update(extra or {})
     return env
 
