@@ -78,8 +78,8 @@ def test_data_parallel_equals_one_process(setup, np, tmp_path, run_mpi):
 
 
 # (setup, mode): every way a rank can fail, for each backend.
-FAULTS = [("horovod-mpi", "user"), ("horovod-mpi", "raise"), ("horovod-mpi", "script"), ("horovod-gloo", "raise"),
-          ("torch-gloo", "user"), ("torch-gloo", "raise"), ("torch-gloo", "script")]
+FAULTS = [("horovod-mpi", "user"), ("horovod-mpi", "raise"), ("horovod-mpi", "script"), ("horovod-mpi", "exit"),
+          ("horovod-gloo", "raise"), ("torch-gloo", "user"), ("torch-gloo", "raise"), ("torch-gloo", "script")]
 FAULT_BOUND_S = 30  # from the failure to the end of the whole job (start-up excluded: it varies with load)
 
 
@@ -103,5 +103,7 @@ def test_rank_failure_ends_job(setup, mode, run_mpi):
         assert "[rank 1] hpcgan: error: data file shard-1.h5: truncated" in job.output, job.describe()
         if launcher == "mpirun":
             assert job.returncode == 2, job.describe()
+    elif mode == "exit":
+        assert "RuntimeError" not in job.output and "hpcgan: error" not in job.output, job.describe()
     else:
         assert "RuntimeError: injected failure on rank 1" in job.output, job.describe()
