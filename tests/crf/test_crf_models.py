@@ -112,8 +112,17 @@ def test_size_not_divisible_is_rejected():
         g(torch.randn(1, 3, 18, 18))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny convs gain nothing from threads; on a shared, oversubscribed machine extra threads spin."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.timeout(120)
-def test_few_gan_steps_reduce_matching_loss():
+def test_few_gan_steps_reduce_matching_loss(one_thread):
     """D step then G step (D frozen) on one tiny batch: L1 falls, D learns to tell real from fake."""
     torch.manual_seed(0)
     g = UNetGenerator(4, 3, (8, 16), dropout=0.0)
