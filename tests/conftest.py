@@ -9,6 +9,7 @@ with what the ranks printed so far, so a hang costs seconds, not CI's 90 minutes
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,14 @@ class Job:
     stdout: str = ""  # only with split=True
     stderr: str = ""  # only with split=True
     ended: float = field(default_factory=time.time)  # wall clock when the job was seen to end
+
+    @property
+    def text(self) -> str:
+        """The output without launcher tags ([1,0]<stderr>: from mpirun, [0]<stdout>: from horovodrun).
+
+        mpirun tags every write, not every line, so a tagged message can be split mid-line.
+        """
+        return re.sub(r"\[\d+(?:,\d+)?\]<(?:stdout|stderr)>:", "", self.output)
 
     def describe(self) -> str:
         return (f"$ {' '.join(self.command)}\nexit code {self.returncode} after {self.elapsed:.1f} s; "

@@ -33,12 +33,12 @@ def test_info_one_process(backend, described, run_single, hpcgan):
 @pytest.mark.mpi
 def test_info_two_ranks_under_mpirun(run_mpi, hpcgan):
     job = run_mpi(2, hpcgan + ["info"], timeout=120)
-    lines = rank_lines(job.output)
+    lines = rank_lines(job.text)
     assert sorted(lines) == ["0", "1"], job.describe()
     for r, line in lines.items():
         assert re.search(rf"rank {r}/2 local {r}/2 node 0/1 .*launcher openmpi backend horovod \(mpi\)", line), line
-    assert job.output.count("summary: 2 rank(s) on 1 node(s), backend horovod") == 1, job.describe()
-    assert job.output.count("MPI library: Open MPI") == 1, job.describe()  # rank 0 alone prints the header
+    assert job.text.count("summary: 2 rank(s) on 1 node(s), backend horovod") == 1, job.describe()
+    assert job.text.count("MPI library: Open MPI") == 1, job.describe()  # rank 0 alone prints the header
 
 
 @pytest.mark.mpi
@@ -46,9 +46,9 @@ def test_info_local_backend_under_mpirun_is_a_clean_error(run_mpi, hpcgan):
     job = run_mpi(2, hpcgan + ["info", "--backend", "local"], timeout=120, check=False)
     assert job.returncode == 2, job.describe()
     errors = re.findall(r"\[rank (\d)\] hpcgan: error: (backend 'local' runs one process, but the launcher started "
-                        r"2 ranks \(use --backend horovod or torch\))", job.output)
+                        r"2 ranks \(use --backend horovod or torch\))", job.text)
     assert sorted(r for r, _ in errors) == ["0", "1"], job.describe()
-    assert "Traceback" not in job.output and "summary:" not in job.output, job.describe()
+    assert "Traceback" not in job.text and "summary:" not in job.text, job.describe()
 
 
 def test_info_cuda_without_gpu_is_a_clean_error(run_single, hpcgan):

@@ -216,7 +216,6 @@ def test_cli_config_error_under_mpirun_every_rank_one_line(run_mpi, hpcgan):
     job = run_mpi(2, hpcgan + ["train", "--config", "lhc-small", "train.epochs=ten", "--dry-run"], timeout=120,
                   check=False)
     assert job.returncode == 2, job.describe()
-    # mpirun --tag-output tags each write, so the newline after a message arrives with its own tag.
-    errors = re.findall(r"\[rank (\d)\] hpcgan: error: (.*?'ten')", job.output)
+    errors = re.findall(r"\[rank (\d)\] hpcgan: error: (.*?'ten')", job.text)
     assert sorted(errors) == [(r, "config key train.epochs: expected int, got 'ten'") for r in "01"], job.describe()
-    assert "Traceback" not in job.output, job.describe()
+    assert "Traceback" not in job.text, job.describe()

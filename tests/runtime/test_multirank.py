@@ -37,7 +37,7 @@ def _setup(name: str) -> tuple[str, str]:
 def test_collectives(setup, np, tmp_path, run_mpi):
     launcher, backend = _setup(setup)
     job = run_mpi(np, [HERE / "collectives_worker.py", backend, tmp_path], timeout=240, launcher=launcher)
-    passed = dict(re.findall(r"rank (\d+)/\d+ .*: (\d+) checks passed", job.output))
+    passed = dict(re.findall(r"rank (\d+)/\d+ .*: (\d+) checks passed", job.text))
     assert passed == {str(r): str(CHECKS_PER_RANK) for r in range(np)}, job.describe()
 
 
@@ -90,20 +90,20 @@ def test_rank_failure_ends_job(setup, mode, run_mpi):
     """Rank 1 fails while rank 0 waits in an allreduce: the job ends non-zero, fast, saying why."""
     launcher, backend = _setup(setup)
     job = run_mpi(2, [HERE / "fault_worker.py", backend, mode], timeout=180, launcher=launcher, check=False)
-    failed_at = re.search(r"rank 1: failing at ([\d.]+)", job.output)
+    failed_at = re.search(r"rank 1: failing at ([\d.]+)", job.text)
     assert failed_at, job.describe()
     took = job.ended - float(failed_at.group(1))
     print(f"{setup} {mode}: exit code {job.returncode}, job ended {took:.1f} s after the failure "
           f"({job.elapsed:.1f} s in all)")
     assert job.returncode != 0, job.describe()
     assert took < FAULT_BOUND_S, f"the job took {took:.0f} s to end after the failure\n{job.describe()}"
-    assert job.output.count("first allreduce [2.0, 2.0, 2.0]") == 2, job.describe()
-    assert "second allreduce returned" not in job.output, job.describe()
+    assert job.text.count("first allreduce [2.0, 2.0, 2.0]") == 2, job.describe()
+    assert "second allreduce returned" not in job.text, job.describe()
     if mode == "user":
-        assert "[rank 1] hpcgan: error: data file shard-1.h5: truncated" in job.output, job.describe()
+        assert "[rank 1] hpcgan: error: data file shard-1.h5: truncated" in job.text, job.describe()
         if launcher == "mpirun":
             assert job.returncode == 2, job.describe()
     elif mode == "exit":
-        assert "RuntimeError" not in job.output and "hpcgan: error" not in job.output, job.describe()
+        assert "RuntimeError" not in job.text and "hpcgan: error" not in job.text, job.describe()
     else:
-        assert "RuntimeError: injected failure on rank 1" in job.output, job.describe()
+        assert "RuntimeError: injected failure on rank 1" in job.text, job.describe()
