@@ -116,9 +116,18 @@ fi
 
 cd "$HPCGAN_WORKDIR" || { echo "hpcgan env: HPCGAN_WORKDIR=$HPCGAN_WORKDIR does not exist" >&2; exit 2; }
 
-# After the step: requeue when it stopped for preemption (exit 75), within the cap; else exit with its code.
+# After the step: requeue when it stopped for preemption, within the cap; else exit with its code.
+# Preemption shows as exit 75 or as the marker rank 0 writes after its checkpoint: under
+# --kill-on-bad-exit, srun kills the ranks still exiting once the first one exits 75, and
+# then reports the kill instead of 75. A marker left by an earlier step is removed first.
+REQUEUE_MARKER=$HPCGAN_RUN_DIR/requeue-requested   # hpcgan.runtime.signals.REQUEUE_MARKER
+rm -f "$REQUEUE_MARKER"
 hpcgan_finish() {
     local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
+    if [ -e "$REQUEUE_MARKER" ]; then
+        rm -f "$REQUEUE_MARKER"
+        [ "$rc" -ne 0 ] && rc=$EXIT_REQUEUE
+    fi
     if [ "$rc" -eq "$EXIT_REQUEUE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
         if [ "$restarts" -lt "$HPCGAN_MAX_REQUEUES" ]; then
             echo "hpcgan job: preempted with a checkpoint in $HPCGAN_RUN_DIR; requeue $((restarts + 1))" \

@@ -11,13 +11,16 @@ The handlers only set a flag: a signal can arrive inside a collective, and
 acting there would leave ranks disagreeing. The trainer, at each step boundary:
 
     if backend.any(signals.requested() is not None):
-        rank 0 writes the checkpoint and appends to run_dir/interruptions.jsonl
+        rank 0 writes the checkpoint, appends to run_dir/interruptions.jsonl
+            and writes run_dir/REQUEUE_MARKER
         backend.barrier()          # nobody exits while rank 0 still writes
         return signals.EXIT_REQUEUE   # on every rank
 
 The job script (not Python) then runs `scontrol requeue` while
 SLURM_RESTART_COUNT < HPCGAN_MAX_REQUEUES, and the requeued job resumes from
-the checkpoint in the same run directory.
+the checkpoint in the same run directory. The script trusts the marker file,
+not only srun's exit code: under `srun --kill-on-bad-exit` the first rank to
+exit 75 gets the others killed, and srun then reports the signal, not 75.
 """
 from __future__ import annotations
 
@@ -29,6 +32,10 @@ from types import FrameType
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry".
 # Distinct from errors (1), UserError (2) and signal deaths (128+n).
 EXIT_REQUEUE = 75
+
+# Written into the run directory by rank 0 after the preemption checkpoint; read
+# (and removed) by jobs/env.sh. Keep the two names in step.
+REQUEUE_MARKER = "requeue-requested"
 
 DEFAULT_SIGNALS = "USR2,TERM"
 

@@ -241,6 +241,7 @@ def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "signal": sig, "received_at": signals.received_at(),
         "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
         "slurm_job_id": _env("SLURM_JOB_ID"), "slurm_restart_count": _env("SLURM_RESTART_COUNT")})
+    run.write_json(signals.REQUEUE_MARKER, {"global_step": pos.global_step, "signal": sig})
     log(f"preempted ({sig}): checkpoint at step {pos.global_step} written; exiting {signals.EXIT_REQUEUE} for requeue")
     tr.backend.barrier()
     return signals.EXIT_REQUEUE
