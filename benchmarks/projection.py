@@ -4,7 +4,7 @@ Model of one allreduce of m bytes over n ranks (ring: reduce-scatter + allgather
     T(n, m) = o + 2(n-1) alpha + 2(n-1)/n * m * beta
 o is Horovod's per-operation overhead. hpcgan's trainer reduces each GAN phase's
 gradients explicitly after its backward (Backend.sync_gradients: flat fp32
-buffers of at most 64 MiB, one synchronous allreduce each; STYLE.md lesson 3),
+buffers of at most BUCKET_BYTES (25 MiB), one synchronous allreduce each; STYLE.md lesson 3),
 so nothing overlaps and per step
     T_comm(n) = sum over phases (G, D) and buckets b of T(n, bytes_b)
     efficiency(n) = t_compute / (t_compute + T_comm(n))     (weak scaling, 1 rank per node)
