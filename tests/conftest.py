@@ -50,6 +50,9 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_TAG = re.compile(r"(\[\d+(?:,\d+)?\]<(?:stdout|stderr)>:)")
+
+
 @dataclass
 class Job:
     command: list[str]
@@ -62,11 +65,19 @@ class Job:
 
     @property
     def text(self) -> str:
-        """The output without launcher tags ([1,0]<stderr>: from mpirun, [0]<stdout>: from horovodrun).
+        """The output without launcher tags, each rank's stream put back together.
 
-        mpirun tags every write, not every line, so a tagged message can be split mid-line.
+        mpirun ([1,0]<stderr>:) and horovodrun ([0]<stdout>:) tag every write, not every
+        line, and unbuffered Python writes a print's text and its newline separately, so
+        two ranks' lines interleave mid-line ("rank 0 ...[1,1]<stdout>:rank 1 ...").
+        Concatenating the chunks of each (rank, stream) in order undoes that; untagged
+        launcher messages come first, then the ranks' streams.
         """
-        return re.sub(r"\[\d+(?:,\d+)?\]<(?:stdout|stderr)>:", "", self.output)
+        parts = _TAG.split(self.output)
+        streams: dict[str, list[str]] = {"": [parts[0]]}
+        for tag, chunk in zip(parts[1::2], parts[2::2]):
+            streams.setdefault(tag, []).append(chunk)
+        return "\n".join("".join(chunks) for chunks in streams.values())
 
     def describe(self) -> str:
         return (f"$ {' '.join(self.command)}\nexit code {self.returncode} after {self.elapsed:.1f} s; "

@@ -25,6 +25,9 @@ def _start_cluster() -> tuple[bool, str]:
     """(started_by_us, message); pytest.skip when it cannot run here."""
     if os.geteuid() != 0:
         pytest.skip("SLURM tests need root: the local cluster's daemons (munged, slurmctld, slurmd) run as root")
+    if REPO.is_relative_to("/tmp"):
+        pytest.fail(f"the checkout {REPO} is under /tmp, which every node of the local SLURM "
+                    "cluster mounts privately, so jobs cannot see it: clone the repository elsewhere", pytrace=False)
     if shutil.which("sinfo") and subprocess.run([str(SCRIPT), "status"], capture_output=True, timeout=60).returncode == 0:
         return False, "using the running cluster"
     try:

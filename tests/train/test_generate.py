@@ -57,6 +57,6 @@ def test_generate_rejects_wrong_workload_file(lhc_run, tmp_path, run_mpi):
     job = run_mpi(2, [HPCGAN, "generate", "--checkpoint", tmp / "run", "--data", crf, "--out", tmp_path / "o.h5"],
                   timeout=120, check=False)
     assert job.returncode == 2, job.describe()
-    errors = [l for l in job.output.splitlines() if "hpcgan: error:" in l]
+    errors = [l for l in job.text.splitlines() if "hpcgan: error:" in l]
     assert len(errors) == 2 and all("crf.h5" in l and "'crf'" in l and "'lhc'" in l for l in errors), job.output
     assert not (tmp_path / "o.h5").exists()
