@@ -42,6 +42,7 @@ def _rank_prefix() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _whole_lines()
     parser = build_parser()
     # Overrides (key=value) may stand anywhere among the options; argparse alone only takes one run of them.
     args, extra = parser.parse_known_args(argv)
@@ -51,6 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_guarded(lambda: args.func(args))
+
+
+def _whole_lines() -> None:
+    """One write per line on stdout/stderr, still flushed at every newline.
+
+    Under `python -u` (or PYTHONUNBUFFERED, common in job scripts) print() writes
+    its text and its newline separately, so many ranks sharing one srun or
+    mpirun output interleave mid-line. A line-buffered text layer keeps each
+    line whole; tqdm flushes its own \r updates.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def run_guarded(command: Callable[[], int | None]) -> int:
