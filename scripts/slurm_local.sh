@@ -9,9 +9,10 @@
 # Layout (Slurm 22.05, Debian packages slurmctld slurmd slurm-client munge):
 #   partition `local` (default): node c1 with max(nproc, 2) CPUs          -- single-node jobs
 #   partition `multi` (--nodes 2): nodes n1 and n2, one CPU each          -- multi-node jobs
-# All slurmds run on this host (`slurmd -N NAME`, own port each), each in its own mount namespace with a
-# private tmpfs /tmp, like a real node: PMIx creates /tmp/spmix_appdir_* per node and two slurmds sharing
-# one /tmp collide. So jobs do not see the real /tmp: keep the venv, data and job output elsewhere.
+# All slurmds run on this host (`slurmd -N NAME`, own port each). Each node has its own TmpFS
+# ($STATE/tmp/NODE): Slurm's PMIx plugin makes spmix_appdir_JOB.STEP there, and two nodes sharing one
+# directory collide ("File exists"). An earlier version mounted a private tmpfs /tmp per slurmd instead;
+# that hid a checkout under /tmp from the jobs.
 #
 # Needs root (the daemons run as root, SlurmUser=root). Exit codes: 0 ok, 77 cannot run here
 # (not root, no package manager), 1 a daemon did not come up (the log tail is printed).
@@ -104,6 +105,9 @@ AccountingStorageType=accounting_storage/none
 SlurmdParameters=config_overrides
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool/%n
+# Per-node temporary directory: Slurm's PMIx plugin puts each step's spmix_appdir_* here, and nodes that
+# share one host must not share it (they would collide on the same job.step name).
+TmpFS=$STATE/tmp/%n
 SlurmctldPidFile=$STATE/pids/slurmctld
 SlurmdPidFile=$STATE/pids/slurmd-%n
 SlurmctldLogFile=$STATE/log/slurmctld.log
@@ -131,12 +135,10 @@ add_hosts() {
 
 start_slurmd() {
     local name=$1
-    mkdir -p "$STATE/spool/$name"
+    mkdir -p "$STATE/spool/$name" "$STATE/tmp/$name"
+    chmod 1777 "$STATE/tmp/$name"
     rm -f "$STATE/pids/slurmd-$name"
-    # exec chain: unshare (no fork) -> sh -> slurmd -D, so $! is slurmd's pid.
-    setsid unshare -m --propagation private sh -c \
-        "mount -t tmpfs -o mode=1777 hpcgan-$name /tmp && exec slurmd -D -N $name" \
-        >>"$STATE/log/slurmd-$name.stdout" 2>&1 < /dev/null &
+    setsid slurmd -D -N "$name" >>"$STATE/log/slurmd-$name.stdout" 2>&1 < /dev/null &
     echo $! > "$STATE/pids/slurmd-$name.launch"
 }
 

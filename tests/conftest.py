@@ -122,9 +122,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def require_launcher(launcher: str) -> None:
     if launcher == "mpirun" and MPIRUN is None:
-        pytest.skip("mpirun not found (run 'make env')")
+        pytest.fail("mpirun not found on PATH: run the tests through 'make test' (it builds the environment)",
+                    pytrace=False)
     if launcher == "horovodrun" and HOROVODRUN is None:
-        pytest.skip("horovodrun not found (run 'make env')")
+        pytest.fail("horovodrun not found on PATH: run the tests through 'make test' (it builds the environment)",
+                    pytrace=False)
 
 
 def mpi_command(np: int, args: Sequence[str], launcher: str = "mpirun", timeout: float = 120) -> list[str]:

@@ -27,7 +27,8 @@ SETUPS = {
 def _setup(name: str) -> tuple[str, str]:
     launcher, backend = SETUPS[name]
     if backend == "horovod" and importlib.util.find_spec("horovod") is None:
-        pytest.skip("horovod is not installed (run 'make env')")
+        pytest.fail("horovod is not installed: run the tests through 'make test' (it builds the environment)",
+                    pytrace=False)
     return launcher, backend
 
 

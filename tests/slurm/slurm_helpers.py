@@ -43,7 +43,7 @@ class Job:
 
 
 class Cluster:
-    """sbatch / scontrol helpers bound to a work directory outside /tmp."""
+    """sbatch / scontrol helpers bound to a work directory (HPCGAN_SLURM_TESTDIR)."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir

@@ -18,7 +18,7 @@ def rank_lines(log: str) -> dict[int, tuple]:
 
 @pytest.mark.timeout(180)
 def test_info_on_one_node_and_on_two_nodes(slurm: Cluster) -> None:
-    """2 ranks on node c1, and 1 rank on each of n1, n2 (two slurmds, private /tmp each), at the same time."""
+    """2 ranks on node c1, and 1 rank on each of n1, n2 (two slurmds on this host, one TmpFS each), at the same time."""
     script = REPO / "tests" / "slurm" / "info_job.sh"
     one = slurm.sbatch(script, sbatch_args=("-N", "1", "--ntasks-per-node=2"))
     two = slurm.sbatch(script, sbatch_args=("-p", "multi", "-N", "2", "--ntasks-per-node=1"))

@@ -63,12 +63,7 @@ def sample_grid(inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, path: Pa
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path, title)
 
 
 def spectra_plot(k: np.ndarray, curves: Mapping[str, Mapping[str, np.ndarray]], path: Path,
@@ -90,6 +85,10 @@ def spectra_plot(k: np.ndarray, curves: Mapping[str, Mapping[str, np.ndarray]], 
         ax.grid(True, which="both", alpha=0.25)
     axes[0].set_ylabel("radially averaged power P(k)")
     axes[0].legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def _save(fig: Figure, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
