@@ -51,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return run_guarded(lambda: args.func(args))
+    return run_guarded(lambda: _checked_torch() or args.func(args))
+
+
+def _checked_torch() -> None:
+    from hpcgan.runtime.versions import check_torch
+
+    check_torch()
 
 
 def _whole_lines() -> None:
