@@ -17,7 +17,7 @@ SCRIPTS = REPO / "scripts"
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
             pins[name.strip().lower()] = version.strip()
