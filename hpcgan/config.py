@@ -8,6 +8,7 @@ raise UserError naming the key, so the CLI can exit 2 with one line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,7 @@ import yaml
 from hpcgan.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
+SEED_LIMIT = 2**32
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "accumulation", "d_steps", "keep_checkpoints", "log_every"):
             _positive(f"train.{k}", getattr(self, k))
+        for k in ("warmup_steps", "max_steps", "checkpoint_every", "val_batches"):
+            _at_least(f"train.{k}", getattr(self, k), 0)
+        for k in ("lr_g", "lr_d"):
+            _in_range(f"train.{k}", getattr(self, k), 0, math.inf, low_open=True)
         _choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
         _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         if len(self.betas) != 2:
             raise UserError(f"config key train.betas: expected two numbers, got {list(self.betas)}")
+        for i, beta in enumerate(self.betas):  # Adam's moment decay rates
+            _in_range(f"train.betas[{i}]", beta, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,11 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _choice("loss.gan", self.gan, ("lsgan", "hinge", "nsgan"))
+        for k in ("lambda_gan", "lambda_match"):
+            _in_range(f"loss.{k}", getattr(self, k), 0, math.inf)
+        if self.lambda_gan == 0 and self.lambda_match == 0:
+            raise UserError("config keys loss.lambda_gan and loss.lambda_match: both 0 leave nothing to train "
+                            "(expected at least one > 0)")
 
 
 @dataclass(frozen=True)
@@ -110,8 +123,8 @@ class CRFConfig:
         if self.size % 2 ** (len(self.widths) - 1):
             raise UserError(f"config key crf.size: {self.size} is not divisible by 2^(levels-1) = "
                             f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (crf.widths)")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"config key crf.dropout: expected a value in [0, 1), got {self.dropout!r}")
+        _at_least("crf.noise_channels", self.noise_channels, 0)
+        _in_range("crf.dropout", self.dropout, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,12 @@ class LHCConfig:
     blocks: int = 4  # residual blocks in G
     d_hidden: int = 256  # discriminator width
     d_blocks: int = 3  # residual blocks in D
+
+    def __post_init__(self) -> None:
+        for k in ("n_layers", "hidden", "d_hidden"):
+            _positive(f"lhc.{k}", getattr(self, k))
+        for k in ("noise_dim", "blocks", "d_blocks"):
+            _at_least(f"lhc.{k}", getattr(self, k), 0)
 
 
 @dataclass(frozen=True)
@@ -141,6 +160,9 @@ class Config:
         _choice("workload", self.workload, ("crf", "lhc"))
         _choice("backend", self.backend, ("auto", "horovod", "torch", "local"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _at_least("seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:  # the reader seeds numpy with seed & 0xFFFFFFFF: larger seeds would alias
+            raise UserError(f"config key seed: expected an integer in [0, {SEED_LIMIT}), got {self.seed!r}")
 
     def global_batch(self, world_size: int) -> int:
         return self.train.batch_size * self.train.accumulation * world_size
@@ -289,6 +311,24 @@ def _choice(key: str, value: str, options: Sequence[str]) -> None:
 def _positive(key: str, value: int) -> None:
     if value < 1:
         raise UserError(f"config key {key}: expected a positive integer, got {value!r}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise UserError(f"config key {key}: expected an integer >= {low}, got {value!r}")
+
+
+def _in_range(key: str, value: float, low: float, high: float, low_open: bool = False,
+              high_open: bool = True) -> None:
+    """A finite number in [low, high) by default (NaN and Inf fail here, not later inside torch.optim)."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and above and below):
+        if high == math.inf:
+            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserError(f"config key {key}: expected {expected}, got {value!r}")
 
 
 def _plain(x: Any) -> Any:
