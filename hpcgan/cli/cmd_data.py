@@ -257,7 +257,8 @@ def _is_root() -> bool:
 
 def run_inspect(args: argparse.Namespace) -> int:
     """No collectives: every rank checks, rank 0 prints (under mpirun an error still exits 2 everywhere)."""
-    from hpcgan.data.inspect import describe, plot_sample
+    from hpcgan.data.inspect import describe, nonfinite_warnings, plot_sample
+    from hpcgan.data.reader import resolve_paths
 
     text = describe(args.path)
     if args.plot:
@@ -265,6 +266,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         text += f"\nfigure: {out}" if out else ""
     if _is_root():
         print(text)
+        for line in (w for p in resolve_paths(args.path) for w in nonfinite_warnings(p)):
+            print(f"hpcgan: {line}", file=sys.stderr)
     return 0
 
 

@@ -291,12 +291,29 @@ def read_attrs(path: str | os.PathLike) -> dict:
 def find_nonfinite(f: h5py.File, path: str | os.PathLike, name: str, start: int = 0, stop: int | None = None,
                    block_bytes: int = 64 * 2**20) -> None:
     """Scan samples [start, stop) of one dataset in slabs; UserError names the first bad sample."""
-    d = f[name]
+    for a, block in _slabs(f[name], start, stop, block_bytes):
+        check_finite_block(block, path, name, a)
+
+
+def count_nonfinite(f: h5py.File, name: str, block_bytes: int = 64 * 2**20) -> tuple[int, int, int]:
+    """(non-finite values, samples holding any, first such sample or -1) over one whole dataset."""
+    values, samples, first = 0, 0, -1
+    for a, block in _slabs(f[name], 0, None, block_bytes):
+        bad = ~np.isfinite(block).reshape(len(block), -1)
+        per_sample = bad.sum(axis=1)
+        if per_sample.any():
+            values += int(per_sample.sum())
+            samples += int(np.count_nonzero(per_sample))
+            first = a + int(np.argmax(per_sample > 0)) if first < 0 else first
+    return values, samples, first
+
+
+def _slabs(d: h5py.Dataset, start: int, stop: int | None, block_bytes: int):
+    """(first index, samples) for [start, stop) of a dataset, in slabs of about block_bytes."""
     stop = d.shape[0] if stop is None else stop
     per = max(1, block_bytes // max(1, d.dtype.itemsize * math.prod(d.shape[1:])))
     for a in range(start, stop, per):
-        b = min(stop, a + per)
-        check_finite_block(d[a:b], path, name, a)
+        yield a, d[a:min(stop, a + per)]
 
 
 def check_finite_block(block: np.ndarray, path, name: str, first_index: int) -> None:

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hpcgan.data.format import attrs_of, open_read
-from hpcgan.data.reader import resolve_paths
+from hpcgan.data.format import attrs_of, count_nonfinite, open_read
+from hpcgan.data.reader import SMALL_DATASET_BYTES, resolve_paths
 
 
 def describe_file(path: str) -> str:
@@ -33,6 +33,23 @@ def describe_file(path: str) -> str:
                     lines.append(f"    {c:<20} " + " ".join(f"{st[k][i]:>12.5g}" for k in ("mean", "std", "min", "max")))
         lines.append("  provenance: " + json.dumps(a["provenance"], sort_keys=True))
     return "\n".join(lines)
+
+
+def nonfinite_warnings(path: str, limit_bytes: int = SMALL_DATASET_BYTES) -> list[str]:
+    """'warning: ...' per dataset holding NaN or Inf. Files above limit_bytes are not read
+    (inspect stays quick; `hpcgan data validate` reads everything): a 'note: ...' says so."""
+    size = os.path.getsize(path)
+    if size > limit_bytes:
+        return [f"note: {path}: values not checked for NaN/Inf ({size / 2**20:.0f} MiB is over "
+                f"{limit_bytes / 2**20:.0f} MiB; run 'hpcgan data validate {path}')"]
+    out = []
+    with open_read(path) as f:
+        for name in ("inputs", "targets"):
+            values, samples, first = count_nonfinite(f, name)
+            if values:
+                out.append(f"warning: {path}: dataset '{name}': {values} non-finite value(s) (NaN or Inf) in "
+                           f"{samples} sample(s), first at sample {first}")
+    return out
 
 
 def describe(path_or_glob: str) -> str:

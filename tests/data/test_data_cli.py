@@ -57,6 +57,23 @@ def _bad(tmp_path, case):
     return p
 
 
+def test_inspect_warns_about_nonfinite_values(tmp_path, capsys):
+    path = write_indexed(tmp_path / "d.h5", 20)
+    assert main(["data", "inspect", str(path)]) == 0
+    assert capsys.readouterr().err == ""  # a clean file: no warning
+    with h5py.File(path, "r+") as f:
+        f["inputs"][7, 0, 1, 1] = np.nan
+        f["inputs"][12, 2, 0, 0] = np.inf
+        f["inputs"][12, 1, 0, 0] = -np.inf
+    assert main(["data", "inspect", str(path)]) == 0  # inspect describes; validate rejects
+    out = capsys.readouterr()
+    assert "samples 20" in out.out
+    assert out.err == (f"hpcgan: warning: {path}: dataset 'inputs': 3 non-finite value(s) (NaN or Inf) in 2 "
+                       "sample(s), first at sample 7\n"), out.err
+    from hpcgan.data.inspect import nonfinite_warnings
+    assert nonfinite_warnings(str(path), limit_bytes=1000)[0].startswith(f"note: {path}: values not checked")
+
+
 CASES = [
     ("no_file", "no such file"),
     ("glob", "no file matches this glob"),
