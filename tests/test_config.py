@@ -235,10 +235,10 @@ def test_cli_missing_config_file(tmp_path, run_single, hpcgan):
 
 @pytest.mark.mpi
 @pytest.mark.timeout(150)
-def test_cli_config_error_under_mpirun_every_rank_one_line(run_mpi, hpcgan):
+def test_cli_config_error_under_mpirun_one_line_from_rank_0(run_mpi, hpcgan):
     job = run_mpi(2, hpcgan + ["train", "--config", "lhc-small", "train.epochs=ten", "--dry-run"], timeout=120,
                   check=False)
     assert job.returncode == 2, job.describe()
-    errors = re.findall(r"\[rank (\d)\] hpcgan: error: (.*?'ten')", job.text)
-    assert sorted(errors) == [(r, "config key train.epochs: expected int, got 'ten'") for r in "01"], job.describe()
+    errors = re.findall(r"(?m)^.*hpcgan: error: .*$", job.text)
+    assert errors == ["hpcgan: error: config key train.epochs: expected int, got 'ten'"], job.describe()
     assert "Traceback" not in job.text, job.describe()

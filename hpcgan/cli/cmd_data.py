@@ -1,8 +1,8 @@
 """`hpcgan data synth | convert | stats | inspect | validate`: make, convert and check datasets.
 
 synth and stats run in parallel when launched under mpirun/srun: every rank
-does its share, and failures are agreed on collectively (every rank raises the
-same UserError, exit 2) so no rank is left waiting in a collective.
+does its share, and failures are agreed on collectively (Backend.agree: rank 0
+reports, every rank exits 2) so no rank is left waiting in a collective.
 """
 from __future__ import annotations
 
@@ -74,26 +74,6 @@ def parse_opts(items: list[str]) -> dict[str, Any]:
     return out
 
 
-# --- collective error handling ----------------------------------------------------
-
-def collective(backend, fn: Callable[[], Any]) -> Any:
-    """Run fn on this rank; if it fails on any rank, every rank raises (no rank left in a collective)."""
-    result, error, exc = None, None, None
-    try:
-        result = fn()
-    except UserError as e:
-        error, exc = str(e), e
-    except Exception as e:  # a bug: still tell the others, then re-raise it here
-        error, exc = f"{type(e).__name__}: {e}", e
-    errors = backend.allgather_object(error)
-    if exc is not None and not isinstance(exc, UserError):
-        raise exc
-    for r, msg in enumerate(errors):
-        if msg is not None:
-            raise UserError(msg if r == backend.rank or backend.size == 1 else f"(rank {r}) {msg}")
-    return result
-
-
 class BackendComm:
     """hpcgan.data.stats.Comm on top of a runtime Backend (float64 tensors, CPU)."""
 
@@ -101,7 +81,7 @@ class BackendComm:
         self.backend, self.rank, self.size = backend, backend.rank, backend.size
 
     def agree(self, fn: Callable[[], Any]) -> Any:
-        return collective(self.backend, fn)
+        return self.backend.agree(fn)
 
     def allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
         import torch
@@ -178,7 +158,7 @@ def run_synth(args: argparse.Namespace) -> int:
             bar.close()
             return paths[rank], stop - start
 
-        done = backend.allgather_object(collective(backend, work))
+        done = backend.allgather_object(backend.agree(work))
         if backend.is_root:
             for item in done:
                 if item is not None:
@@ -213,7 +193,7 @@ def run_convert(args: argparse.Namespace) -> int:
                 raise UserError(f"converter {args.format!r} is not available in this installation") from None
             return module.convert(args.src, args.out, **opts)
 
-        out = collective(backend, work)
+        out = backend.agree(work)
         if backend.is_root:
             from hpcgan.data.inspect import summary_line
 
@@ -231,13 +211,13 @@ def run_stats(args: argparse.Namespace) -> int:
 
     backend = _start(args.backend)
     try:
-        paths = collective(backend, lambda: resolve_paths(args.path))
+        paths = backend.agree(lambda: resolve_paths(args.path))
         comm = BackendComm(backend)
         for path in paths:
             result = {name: dataset_stats(path, name, comm) for name in ("inputs", "targets")}
             # Rank 0 writes once every rank has closed the file; the others learn whether it worked.
-            collective(backend, lambda: store_stats(path, result["inputs"], result["targets"])
-                       if backend.is_root else None)
+            backend.agree(lambda: store_stats(path, result["inputs"], result["targets"])
+                          if backend.is_root else None)
             if backend.is_root:
                 st = result["inputs"]
                 print(f"{path}: stats over {st.count} values per input channel written "

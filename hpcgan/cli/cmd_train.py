@@ -34,8 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpcgan.cli.preflight import check_training_inputs
+
     cfg = config_from_args(args)
     backend = session.start(cfg.backend, cfg.device)
+    # Inputs every rank can check alone, agreed on before the first collective: bad input ends the job cleanly.
+    backend.agree(lambda: check_training_inputs(cfg, backend, args.resume))
     if args.dry_run:
         return dry_run(cfg, backend)
     from hpcgan.train.trainer import train

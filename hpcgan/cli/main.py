@@ -2,8 +2,10 @@
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``run(args) -> int``. A UserError anywhere becomes one line on stderr and exit
-code 2 on the rank that saw it; if other ranks may be waiting in a collective
-the job is aborted so nothing hangs.
+code 2. When every rank knows of the error (raised before the backend started,
+or agreed on with Backend.agree) rank 0 alone reports it and every rank ends
+cleanly; otherwise the rank that saw it reports it, and if other ranks may be
+waiting in a collective the job is aborted so nothing hangs.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from hpcgan.errors import UserError
+from hpcgan.errors import AgreedError, UserError
 
 # Subcommand modules, in --help order.
 COMMANDS = ["train", "generate", "evaluate", "data", "bench", "info"]
@@ -39,6 +41,12 @@ def _rank_prefix() -> str:
 
     info = detect_process()
     return f"[rank {info.rank}] " if info.size > 1 else ""
+
+
+def _is_root(backend) -> bool:
+    from hpcgan.runtime.env import detect_process
+
+    return backend.is_root if backend is not None else detect_process().rank == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,8 +84,11 @@ def _whole_lines() -> None:
 def run_guarded(command: Callable[[], int | None]) -> int:
     """Run one subcommand under the error policy; returns its exit code.
 
-    UserError: one line on stderr, exit code 2 (the job is aborted when the error
-    may hit this rank only, see session.rank_local_errors). Any other exception
+    UserError: one line on stderr, exit code 2. Known to every rank (an AgreedError, or
+    raised before the backend started: every rank runs the same command line, and
+    nobody waits in a collective yet): rank 0 reports, all ranks stop the backend
+    and return. Otherwise the rank reports it and the job is aborted when the error
+    may hit this rank only (see session.rank_local_errors). Any other exception
     in a multi-rank job aborts the whole job after printing the traceback: the
     other ranks may be waiting in a collective, and a plain exit can itself hang
     (non-daemon threads, atexit hooks), so only an abort bounds the time.
@@ -85,6 +96,15 @@ def run_guarded(command: Callable[[], int | None]) -> int:
     try:
         code = command()
     except UserError as e:
+        session = sys.modules.get("hpcgan.runtime.session")  # not imported: no backend (and no torch import)
+        backend = session.current_backend() if session is not None else None
+        if isinstance(e, AgreedError) or backend is None:
+            if _is_root(backend):
+                for line in getattr(e, "lines", [str(e)]):
+                    print(f"hpcgan: error: {line}", file=sys.stderr, flush=True)
+            if backend is not None:
+                session.stop()
+            return e.exit_code
         print(f"{_rank_prefix()}hpcgan: error: {e}", file=sys.stderr, flush=True)
         _abort_if_others_may_wait(e.exit_code, e)
         return e.exit_code

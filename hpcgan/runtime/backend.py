@@ -10,12 +10,14 @@ import importlib.util
 import os
 import sys
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import torch
 
-from hpcgan.errors import UserError
+from hpcgan.errors import AgreedError, UserError
 from hpcgan.runtime.env import ProcessInfo
+
+T = TypeVar("T")
 
 # Gradient fusion buffer size: PyTorch DDP's default bucket. Large enough that latency is
 # negligible on any HPC network (25 MiB takes ~2.5 ms at Aries' 10 GB/s against ~1-2 us
@@ -105,6 +107,32 @@ class Backend(ABC):
             return bool(flag)
         t = self._to_comm_device(torch.tensor([1.0 if flag else 0.0]))
         return bool(self.allreduce_(t, op="max", name="flag").item() > 0)
+
+    def agree(self, check: Callable[[], T]) -> T:
+        """Run `check` (no collective inside) on every rank, then agree on its outcome in one allgather.
+
+        A UserError on any rank becomes an AgreedError on every rank, so the job can end
+        cleanly in step (rank 0 reports, no abort) whether the error hit all ranks or one.
+        Any other exception is re-raised on its own rank (a bug: the CLI aborts the job).
+        """
+        result, error, bug = None, None, None
+        try:
+            result = check()
+        except UserError as e:
+            error = str(e)
+        except Exception as e:
+            error, bug = f"{type(e).__name__}: {e}", e
+        errors = self.allgather_object(error) if self.size > 1 else [error]
+        if bug is not None:
+            raise bug
+        ranks: dict[str, list[int]] = {}
+        for r, msg in enumerate(errors):
+            if msg is not None:
+                ranks.setdefault(msg, []).append(r)
+        if ranks:
+            raise AgreedError([msg if len(rs) == self.size else f"{msg} (rank {', '.join(map(str, rs))} of {self.size})"
+                               for msg, rs in ranks.items()])
+        return result
 
     def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads") -> None:
         """Average the gradients of params over ranks, fused into few flat buffers.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hpcgan.runtime.backend as backend_mod
-from hpcgan.errors import UserError
+from hpcgan.errors import AgreedError, UserError
 from hpcgan.runtime import session
 from hpcgan.runtime.backend import LocalBackend, _buckets, available_backends, init_backend
 from hpcgan.runtime.device import cores_per_rank, select_device
@@ -28,6 +28,20 @@ def test_local_backend_collectives_are_identities():
     assert b.any(True) is True and b.any(False) is False
     b.barrier()
     assert (b.rank, b.size, b.is_root, b.describe()) == (0, 1, True, "local")
+
+
+def test_agree_returns_the_result_or_raises_an_agreed_error():
+    b = LocalBackend(ProcessInfo(), CPU)
+    assert b.agree(lambda: 42) == 42
+
+    def bad():
+        raise UserError("data.h5: no such file")
+
+    with pytest.raises(AgreedError) as info:
+        b.agree(bad)
+    assert info.value.lines == ["data.h5: no such file"]  # every rank saw it: no rank list
+    with pytest.raises(ZeroDivisionError):  # a bug stays itself (the CLI prints its traceback)
+        b.agree(lambda: 1 / 0)
 
 
 def test_local_backend_leaves_gradients_and_state_alone():

@@ -1,0 +1,38 @@
+"""Checks of a training job's inputs that need no collective, run on every rank before the first one.
+
+Called through Backend.agree (cmd_train), so a bad data file, glob or checkpoint
+path ends the job with one line from rank 0 and exit code 2 on every rank
+instead of an error inside the training loop's rank-local region (where it
+must abort the job). Whatever reaches train() after this is either fine or
+genuinely rank-local.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcgan.config import Config
+from hpcgan.errors import UserError
+from hpcgan.runtime.backend import Backend
+
+
+def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -> None:
+    """Open the training and validation data as the trainer will (files, schema, finite values
+    when data.check_finite scans on open, fit to the workload, at least one step per epoch)
+    and check that an explicit --resume path exists (rank 0 reads checkpoints)."""
+    from hpcgan.train.trainer import make_reader
+    from hpcgan.workloads.registry import get_workload
+
+    workload = get_workload(cfg)
+    for key, path, train in (("data.path", cfg.data.path, True), ("data.val_path", cfg.data.val_path, False)):
+        if not path and not train:
+            continue
+        if not path:
+            raise UserError(f"config key {key}: empty (expected an HDF5 file or a glob such as data/crf-*.h5)")
+        with make_reader(cfg, backend, path, train=train) as reader:
+            workload.check_dataset(reader.attrs, path)
+            if train and reader.steps_per_epoch // cfg.train.accumulation < 1:
+                raise UserError(f"{key} {path}: {reader.num_samples} samples are fewer than one global batch "
+                                f"({cfg.global_batch(backend.size)} = batch_size x accumulation x "
+                                f"{backend.size} ranks)")
+    if backend.is_root and resume not in ("auto", "never") and not Path(resume).exists():
+        raise UserError(f"--resume {resume}: no such checkpoint file or run directory")
