@@ -7,12 +7,16 @@ inputs do not determine (hpcgan/data/synth_crf.py):
   2. hpcgan train --config crf-small            (GAN: LSGAN over 3 scales + lambda * L1)
      hpcgan train --config crf-small loss.lambda_gan=0   (L1 only), same steps, same seed
   3. hpcgan evaluate RUN --data HELD_OUT        (for both)
-  4. compare the radially averaged power spectra per band; one overlay figure.
+  4. compare the radially averaged power spectra per band, and the inter-band coherence and chroma
+     (hpcgan/workloads/crf/colour.py: does the fine texture have the grey structure of real clouds?);
+     overlay figures.
 
 Usage (about 20 minutes on a shared 2-core VM, both runs train at once with one thread each):
     .venv/bin/python benchmarks/crf_gan_vs_l1.py [--steps 600] [--out results/crf_gan_vs_l1] [--check]
-Writes OUT/comparison.json, OUT/crf_gan_vs_l1_spectra.png, OUT/crf_gan_vs_l1_samples.png and prints a table.
-With --check the exit code is 1 when the GAN's high-band power is not closer to the real spectrum.
+Writes OUT/comparison.json, OUT/crf_gan_vs_l1_spectra.png, OUT/crf_gan_vs_l1_colour.png,
+OUT/crf_gan_vs_l1_samples.png and prints a table.
+With --check the exit code is 1 when the GAN's high-band power is not closer to the real spectrum, or when
+its high-band inter-band coherence is more than colour.COHERENCE_GAP_FLAG below the real fields'.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"gan": [], "l1": ["loss.lambda_gan=0"]}  # same preset, same seed, same steps
 LABELS = {"gan": "GAN (LSGAN + L1)", "l1": "L1 only"}
+CHROMA_SHOWN_GAIN = 5.0  # chroma is a few percent of reflectance
 
 
 def hpcgan_cmd() -> list[str]:
@@ -94,7 +99,7 @@ def train_and_evaluate(args: argparse.Namespace, train: Path, val: Path) -> dict
 
 
 def compare(args: argparse.Namespace, runs: dict[str, Path], val: Path) -> dict:
-    from hpcgan.workloads.crf import figures
+    from hpcgan.workloads.crf import colour, figures
     from hpcgan.workloads.crf.workload import EVAL_JSON
 
     out = Path(args.out)
@@ -107,6 +112,17 @@ def compare(args: argparse.Namespace, runs: dict[str, Path], val: Path) -> dict:
     edges = [bands["low"][1] + 0.5, bands["mid"][1] + 0.5]
     figures.spectra_plot(k, curves, out / "crf_gan_vs_l1_spectra.png", band_edges=edges,
                          title=f"crf-small, {args.steps} steps: GAN vs L1-only on {evals['gan']['n_samples']} held-out samples")
+    pairs = list(evals["gan"]["coherence_curves"]["real"])
+    chroma = {n: e["chroma_distribution"] for n, e in evals.items()}
+    figures.colour_plot(
+        k, {p: {"real": np.array(evals["gan"]["coherence_curves"]["real"][p]),
+                **{LABELS[n]: np.array(e["coherence_curves"]["fake"][p]) for n, e in evals.items()}} for p in pairs},
+        np.array(chroma["gan"]["real"]["bins"]),
+        {b: {"real": np.array(chroma["gan"]["real"]["bands"][b]["hist"]),
+             **{LABELS[n]: np.array(c["fake"]["bands"][b]["hist"]) for n, c in chroma.items()}}
+         for b in chroma["gan"]["real"]["bands"]},
+        out / "crf_gan_vs_l1_colour.png", band_edges=edges,
+        title=f"crf-small, {args.steps} steps: inter-band coherence and chroma, real vs GAN vs L1-only")
     sample_figure(runs, val, out / "crf_gan_vs_l1_samples.png")
 
     table = {}
@@ -115,12 +131,18 @@ def compare(args: argparse.Namespace, runs: dict[str, Path], val: Path) -> dict:
         table[name] = {"l1": e["l1"], "mse": e["mse"],
                        **{f"{b}_abs": d[b]["abs"] for b in ("low", "mid", "high")},
                        **{f"{b}_power_ratio": 10 ** d[b]["log_ratio"] for b in ("low", "mid", "high")},
-                       "slope_fake": e["spectral_slope"]["gray"]["fake"], "slope_real": e["spectral_slope"]["gray"]["real"]}
+                       "slope_fake": e["spectral_slope"]["gray"]["fake"], "slope_real": e["spectral_slope"]["gray"]["real"],
+                       "coh_high_real": e["coherence"]["real"]["high"]["mean"],
+                       "coh_high": e["coherence"]["fake"]["high"]["mean"],
+                       "chroma_rms_real": e["chroma"]["rms"]["real"], "chroma_rms": e["chroma"]["rms"]["fake"],
+                       "chroma_w1": float(np.mean(list(e["chroma"]["w1"].values())))}
     gan_wins = table["gan"]["high_abs"] < table["l1"]["high_abs"]
+    gan_grey = table["gan"]["coh_high_real"] - table["gan"]["coh_high"] <= colour.COHERENCE_GAP_FLAG
     result = {"steps": args.steps, "config": args.config, "size": args.size, "overrides": args.set,
               "data": {"train": str(train_path(args)), "val": str(val), "n_train": args.n_train, "n_val": args.n_val},
               "bands_k": bands, "gray": table, "gan_high_band_closer": bool(gan_wins),
-              "figures": ["crf_gan_vs_l1_spectra.png", "crf_gan_vs_l1_samples.png"],
+              "gan_coherence_within_flag": bool(gan_grey), "coherence_gap_flag": colour.COHERENCE_GAP_FLAG,
+              "figures": ["crf_gan_vs_l1_spectra.png", "crf_gan_vs_l1_colour.png", "crf_gan_vs_l1_samples.png"],
               "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_end": os.getloadavg()[0]}
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
 
@@ -131,8 +153,17 @@ def compare(args: argparse.Namespace, runs: dict[str, Path], val: Path) -> dict:
     print(f"{'model':18s}" + "".join(f"{c:>17s}" for c in cols))
     for name, row in table.items():
         print(f"{LABELS[name]:18s}" + "".join(f"{row[c]:17.4f}" for c in cols))
+    cols = ["coh_high", "chroma_rms", "chroma_w1"]
+    print(f"\ncolour: coh_high = high-band magnitude-squared coherence between bands (mean of R-G, R-B, G-B; "
+          f"real {table['gan']['coh_high_real']:.4f}), chroma_rms = rms of band - luminance "
+          f"(real {table['gan']['chroma_rms_real']:.4f}), chroma_w1 = W1 distance of the chroma distribution to real")
+    print(f"{'model':18s}" + "".join(f"{c:>17s}" for c in cols))
+    for name, row in table.items():
+        print(f"{LABELS[name]:18s}" + "".join(f"{row[c]:17.4f}" for c in cols))
     print(f"\nGAN high-band power closer to the real spectrum than L1-only: {'YES' if gan_wins else 'NO'}")
-    print(f"figures: {out / 'crf_gan_vs_l1_spectra.png'}, {out / 'crf_gan_vs_l1_samples.png'}")
+    print(f"GAN high-band coherence within {colour.COHERENCE_GAP_FLAG} of the real fields': {'YES' if gan_grey else 'NO'}")
+    print(f"figures: {out / 'crf_gan_vs_l1_spectra.png'}, {out / 'crf_gan_vs_l1_colour.png'}, "
+          f"{out / 'crf_gan_vs_l1_samples.png'}")
     return result
 
 
@@ -141,7 +172,7 @@ def train_path(args: argparse.Namespace) -> Path:
 
 
 def sample_figure(runs: dict[str, Path], val: Path, path: Path, n: int = 4) -> None:
-    """Real next to both generators' outputs for the first held-out samples."""
+    """Real next to both generators' outputs for the first held-out samples, each with its chroma."""
     import torch
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -150,6 +181,7 @@ def sample_figure(runs: dict[str, Path], val: Path, path: Path, n: int = 4) -> N
     from hpcgan.data.reader import ShardedReader
     from hpcgan.train import checkpoint as ckpt
     from hpcgan.workloads import get_workload
+    from hpcgan.workloads.crf.colour import chroma
     from hpcgan.workloads.crf.figures import rgb_for_display
 
     fakes, real = {}, None
@@ -166,7 +198,13 @@ def sample_figure(runs: dict[str, Path], val: Path, path: Path, n: int = 4) -> N
         with torch.no_grad():
             fakes[name] = wl.to_data_units(G(torch.from_numpy(x))).numpy()
         real = y
-    shown = {"real": rgb_for_display(real, real)[0], **{LABELS[k]: rgb_for_display(real, v)[1] for k, v in fakes.items()}}
+    images = {"real": real, **{LABELS[k]: v for k, v in fakes.items()}}
+    shown = {}
+    for label, imgs in images.items():
+        shown[label] = rgb_for_display(real, imgs)[1]
+        # Colour alone, made visible: grey is 0.5 everywhere, coloured speckle shows as coloured noise.
+        shown[f"{label}: chroma x{CHROMA_SHOWN_GAIN:g}"] = np.clip(
+            0.5 + CHROMA_SHOWN_GAIN * np.moveaxis(chroma(imgs), 1, -1), 0.0, 1.0)
     fig = Figure(figsize=(2.4 * len(shown), 2.4 * n))
     FigureCanvasAgg(fig)
     axes = fig.subplots(n, len(shown), squeeze=False)
@@ -175,7 +213,7 @@ def sample_figure(runs: dict[str, Path], val: Path, path: Path, n: int = 4) -> N
             axes[r, c].imshow(imgs[r])
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-        axes[0, c].set_title(label, fontsize=9)
+        axes[0, c].set_title(label, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -196,7 +234,8 @@ def main() -> int:
     p.add_argument("--sequential", dest="parallel", action="store_false", help="train the two runs one after another")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for both runs")
     p.add_argument("--compare-only", action="store_true", help="skip data and training; compare existing runs")
-    p.add_argument("--check", action="store_true", help="exit 1 unless the GAN's high band is closer to real")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless the GAN's high band is closer to real and its inter-band coherence is real's")
     args = p.parse_args()
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -205,7 +244,8 @@ def main() -> int:
     runs = {name: Path(args.out) / name for name in VARIANTS} if args.compare_only else train_and_evaluate(args, train, val)
     result = compare(args, runs, val)
     print(f"total {time.perf_counter() - t0:.0f} s")
-    return 1 if args.check and not result["gan_high_band_closer"] else 0
+    ok = result["gan_high_band_closer"] and result["gan_coherence_within_flag"]
+    return 1 if args.check and not ok else 0
 
 
 if __name__ == "__main__":

@@ -110,12 +110,21 @@ class CRFConfig:
     d_scales: int = 3  # discriminators at full, 1/2, 1/4 ... scale
     norm: str = "batch"  # generator norm: batch (paper) | instance | none (no cross-sample statistics)
     d_conditional: bool = True  # D sees the inputs with the image (paper); false: D judges the image alone
+    colour: str = "rgb"  # G output: rgb (paper: three bands) | luma_chroma (grey fine texture + pooled chroma)
+    chroma_pool: int = 4  # luma_chroma: chroma varies on scales of this many pixels and more
+    d_chroma: bool = False  # D also sees each pixel's chroma (band - luminance) as extra channels
 
     def __post_init__(self) -> None:
         _choice("crf.output", self.output, ("tanh", "sigmoid"))
         _choice("crf.norm", self.norm, ("batch", "instance", "none"))
-        for k in ("size", "in_channels", "out_channels", "d_scales"):
+        for k in ("size", "in_channels", "out_channels", "d_scales", "chroma_pool"):
             _positive(f"crf.{k}", getattr(self, k))
+        _choice("crf.colour", self.colour, ("rgb", "luma_chroma"))
+        if (self.colour == "luma_chroma" or self.d_chroma) and self.out_channels != 3:
+            raise UserError(f"config key crf.colour/crf.d_chroma: luminance and chroma need out_channels = 3 (RGB), "
+                            f"got {self.out_channels}")
+        if self.colour == "luma_chroma" and self.size % self.chroma_pool:
+            raise UserError(f"config key crf.chroma_pool: {self.chroma_pool} does not divide crf.size {self.size}")
         if not self.widths or not self.d_widths or any(
                 not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
             raise UserError(f"config key crf.widths/crf.d_widths: expected non-empty lists of positive integers, "

@@ -1,4 +1,5 @@
-"""CRF figures: sample grids (inputs / real RGB / generated RGB) and power spectra on log axes.
+"""CRF figures: sample grids (inputs / real RGB / generated RGB), power spectra on log axes, inter-band
+coherence and chroma histograms.
 
 Figures are built on matplotlib's object API with the Agg canvas, so nothing
 touches pyplot's global state or needs a display.
@@ -76,8 +77,7 @@ def spectra_plot(k: np.ndarray, curves: Mapping[str, Mapping[str, np.ndarray]], 
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         for label, p in curves[panel].items():
-            style = dict(color="black", lw=2.0) if label == "real" else dict(lw=1.4)
-            ax.loglog(k, np.maximum(p, 1e-30), label=label, **style)
+            ax.loglog(k, np.maximum(p, 1e-30), label=label, **_style(label))
         for e in band_edges:
             ax.axvline(e, color="gray", ls=":", lw=0.8)
         ax.set_title(panel)
@@ -86,6 +86,41 @@ def spectra_plot(k: np.ndarray, curves: Mapping[str, Mapping[str, np.ndarray]], 
     axes[0].set_ylabel("radially averaged power P(k)")
     axes[0].legend(fontsize=8)
     return _save(fig, path, title)
+
+
+def colour_plot(k: np.ndarray, coherence: Mapping[str, Mapping[str, np.ndarray]], bins: np.ndarray,
+                chroma_hist: Mapping[str, Mapping[str, np.ndarray]], path: Path, band_edges: Sequence[float] = (),
+                title: str = "") -> Path:
+    """Top row: coherence C(k) of each band pair (``coherence[pair][label]``); bottom row: the chroma histogram
+    of each band (``chroma_hist[band][label]`` on ``bins``). The label 'real' is drawn in black."""
+    cols = max(len(coherence), len(chroma_hist))
+    fig = Figure(figsize=(4.0 * cols, 6.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, cols, squeeze=False)
+    centres = 0.5 * (np.asarray(bins)[1:] + np.asarray(bins)[:-1])
+    for ax, (pair, curves) in zip(axes[0], coherence.items()):
+        for label, c in curves.items():
+            ax.semilogx(k, c, label=label, **_style(label))
+        for e in band_edges:
+            ax.axvline(e, color="gray", ls=":", lw=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"coherence {pair}")
+        ax.set_xlabel("wavenumber k (cycles per image)")
+        ax.grid(True, which="both", alpha=0.25)
+    for ax, (band, hists) in zip(axes[1], chroma_hist.items()):
+        for label, h in hists.items():
+            ax.semilogy(centres, np.maximum(h, 1e-3), label=label, **_style(label))
+        ax.set_title(f"chroma {band} (band - luminance)")
+        ax.set_xlabel("reflectance")
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0, 0].set_ylabel("magnitude-squared coherence")
+    axes[1, 0].set_ylabel("density")
+    axes[0, 0].legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def _style(label: str) -> dict:
+    return dict(color="black", lw=2.0) if label == "real" else dict(lw=1.4)
 
 
 def _save(fig: Figure, path: Path, title: str) -> Path:

@@ -1,4 +1,4 @@
-"""Radially averaged power spectrum of 2D fields, and distances between spectra.
+"""Radially averaged power and cross spectra of 2D fields, and distances between spectra.
 
 Why: an L1-trained generator predicts the conditional median and so blurs
 texture the inputs do not determine; that shows as missing power at high
@@ -21,17 +21,18 @@ import numpy as np
 BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 0.125), "mid": (0.125, 0.5), "high": (0.5, 1.0)}
 
 
-def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., H, W) fields -> (k, P) with k of shape (n,) and P of shape (..., n), n = min(H, W) // 2.
-
-    Each field's mean is removed first, so P does not depend on an offset.
-    """
+def _fourier(images: np.ndarray, name: str) -> np.ndarray:
+    """(..., H, W) fields -> their 2-D DFT after removing each field's mean. Every spectrum here (power and
+    cross) goes through this one function, so a window added here applies to all of them alike."""
     a = np.asarray(images, dtype=np.float64)
     if a.ndim < 2 or min(a.shape[-2:]) < 4:
-        raise ValueError(f"radial_power_spectrum: expected (..., H, W) with H, W >= 4, got shape {a.shape}")
-    h, w = a.shape[-2:]
-    a = a - a.mean(axis=(-2, -1), keepdims=True)
-    power = np.abs(np.fft.fft2(a)) ** 2 / (h * w)
+        raise ValueError(f"{name}: expected (..., H, W) with H, W >= 4, got shape {a.shape}")
+    return np.fft.fft2(a - a.mean(axis=(-2, -1), keepdims=True))
+
+
+def _radial_mean(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., H, W) values on the DFT grid -> (k, mean over each radial bin) with bins 1 .. min(H, W) // 2."""
+    h, w = values.shape[-2:]
     n = min(h, w)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
@@ -39,10 +40,27 @@ def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nbins = n // 2
     keep = (kbin >= 1) & (kbin <= nbins)
     counts = np.bincount(kbin[keep], minlength=nbins + 1)[1:]
-    flat = power.reshape(-1, h * w)[:, keep]
+    flat = values.reshape(-1, h * w)[:, keep]
     sums = np.stack([np.bincount(kbin[keep], weights=row, minlength=nbins + 1)[1:] for row in flat])
-    spec = (sums / counts).reshape(*a.shape[:-2], nbins)
-    return np.arange(1, nbins + 1, dtype=np.float64), spec
+    return np.arange(1, nbins + 1, dtype=np.float64), (sums / counts).reshape(*values.shape[:-2], nbins)
+
+
+def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., H, W) fields -> (k, P) with k of shape (n,) and P of shape (..., n), n = min(H, W) // 2.
+
+    Each field's mean is removed first, so P does not depend on an offset.
+    """
+    f = _fourier(images, "radial_power_spectrum")
+    return _radial_mean(np.abs(f) ** 2 / (f.shape[-2] * f.shape[-1]))
+
+
+def radial_cross_spectrum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two stacks of (..., H, W) fields of one shape -> (k, S_ab): the radial mean of Re(A B*) / (H W),
+    the co-spectrum (the imaginary part cancels between the modes +f and -f of a bin). S_aa is P_a."""
+    fa, fb = _fourier(a, "radial_cross_spectrum"), _fourier(b, "radial_cross_spectrum")
+    if fa.shape != fb.shape:
+        raise ValueError(f"radial_cross_spectrum: shapes differ, {fa.shape} and {fb.shape}")
+    return _radial_mean((fa * np.conj(fb)).real / (fa.shape[-2] * fa.shape[-1]))
 
 
 def band_masks(k: np.ndarray, bands: Mapping[str, tuple[float, float]] = BANDS) -> dict[str, np.ndarray]:

@@ -14,13 +14,15 @@ import torch
 from torch import nn
 
 from hpcgan.errors import UserError
-from hpcgan.workloads.crf import figures, spectrum
+from hpcgan.workloads.crf import colour, figures, spectrum
+from hpcgan.workloads.crf.colour_models import ChromaInputDiscriminator, LumaChromaGenerator
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
 from hpcgan.workloads.registry import Workload, register
 
 EVAL_JSON = "crf_evaluation.json"
 EVAL_GRID = "crf_samples.png"
 EVAL_SPECTRA = "crf_spectra.png"
+EVAL_COLOUR = "crf_colour.png"
 
 
 def target_names(n: int) -> list[str]:
@@ -34,13 +36,15 @@ class CRFWorkload(Workload):
     # Models.
     def build_generator(self) -> nn.Module:
         c = self.cfg.crf
-        return UNetGenerator(c.in_channels, c.out_channels, c.widths, norm=c.norm, dropout=c.dropout,
-                             output=c.output, noise_channels=c.noise_channels)
+        G = UNetGenerator(c.in_channels, c.out_channels, c.widths, norm=c.norm, dropout=c.dropout,
+                          output=c.output, noise_channels=c.noise_channels)
+        return LumaChromaGenerator(G, c.output, c.chroma_pool) if c.colour == "luma_chroma" else G
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.crf
-        return MultiScaleDiscriminator(c.in_channels, c.out_channels, c.d_widths, scales=c.d_scales,
-                                       conditional=c.d_conditional)
+        D = MultiScaleDiscriminator(c.in_channels, c.out_channels * (2 if c.d_chroma else 1), c.d_widths,
+                                    scales=c.d_scales, conditional=c.d_conditional)
+        return ChromaInputDiscriminator(D) if c.d_chroma else D
 
     # Units.
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +84,10 @@ class CRFWorkload(Workload):
 
     # Science evaluation.
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band.
-        Writes crf_evaluation.json (with the spectra), crf_samples.png and crf_spectra.png under out_dir."""
+        """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band;
+        with several bands, their coherence per wavenumber band and the chroma distribution (colour.compare).
+        Writes crf_evaluation.json (with the spectra), crf_samples.png, crf_spectra.png and crf_colour.png
+        under out_dir."""
         real = np.asarray(real, np.float64)
         fake = np.asarray(fake, np.float64)
         if real.shape != fake.shape or real.ndim != 4:
@@ -121,7 +127,25 @@ class CRFWorkload(Workload):
         figures.spectra_plot(k, curves, out_dir / EVAL_SPECTRA, band_edges=edges,
                              title=f"CRF spectra, {real.shape[0]} held-out samples")
         figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
-        (out_dir / EVAL_JSON).write_text(json.dumps({**summary, "k": k.tolist(), "spectra": spectra}, indent=1))
+        extra = {}
+        if real.shape[1] > 1:
+            colours = colour.compare(real, fake, names)
+            summary["coherence"] = colours["coherence_bands"]
+            summary["coloured_texture"] = colours["coloured_texture"]
+            summary["chroma"] = {"rms": {"real": colours["chroma"]["real"]["rms"], "fake": colours["chroma"]["fake"]["rms"]},
+                                 "w1": colours["chroma"]["w1"]}
+            summary["figures"]["colour"] = EVAL_COLOUR
+            extra = {"coherence_curves": colours["coherence_curves"], "chroma_distribution": colours["chroma"]}
+            figures.colour_plot(k, {p: {"real": np.array(colours["coherence_curves"]["real"][p]),
+                                        "generated": np.array(colours["coherence_curves"]["fake"][p])}
+                                    for p in colours["coherence_curves"]["real"]},
+                                colour.CHROMA_BINS,
+                                {n: {"real": np.array(colours["chroma"]["real"]["bands"][n]["hist"]),
+                                     "generated": np.array(colours["chroma"]["fake"]["bands"][n]["hist"])}
+                                 for n in names},
+                                out_dir / EVAL_COLOUR, band_edges=edges,
+                                title=f"CRF inter-band coherence and chroma, {real.shape[0]} held-out samples")
+        (out_dir / EVAL_JSON).write_text(json.dumps({**summary, "k": k.tolist(), "spectra": spectra, **extra}, indent=1))
         return summary
 
     def check_dataset(self, attrs: dict, path: str) -> None:
