@@ -85,7 +85,7 @@ class CRFWorkload(Workload):
     # Science evaluation.
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
         """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band;
-        with several bands, their coherence per wavenumber band and the chroma distribution (colour.compare).
+        for RGB, the bands' coherence per wavenumber band and the chroma distribution (colour.compare).
         Writes crf_evaluation.json (with the spectra), crf_samples.png, crf_spectra.png and crf_colour.png
         under out_dir."""
         real = np.asarray(real, np.float64)
@@ -128,7 +128,7 @@ class CRFWorkload(Workload):
                              title=f"CRF spectra, {real.shape[0]} held-out samples")
         figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
         extra = {}
-        if real.shape[1] > 1:
+        if real.shape[1] == 3:  # luminance and chroma are defined for RGB
             colours = colour.compare(real, fake, names)
             summary["coherence"] = colours["coherence_bands"]
             summary["coloured_texture"] = colours["coloured_texture"]
