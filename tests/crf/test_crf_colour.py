@@ -113,6 +113,22 @@ def test_luma_chroma_generator_makes_fine_texture_grey():
     assert torch.allclose(luminance(out), luma_in * 0.9999, atol=2e-3)
 
 
+def test_luma_chroma_generator_is_batch_independent():
+    """Data parallelism needs each sample's output and gradient to be the same whatever batch it is in."""
+    torch.manual_seed(3)
+    g = LumaChromaGenerator(nn.Conv2d(4, 3, 3, padding=1), "tanh", pool=4)
+    x = torch.randn(16, 4, 16, 16)
+    whole = g(x)
+    assert torch.equal(whole, torch.cat([g(x[:8]), g(x[8:])]))
+    w = torch.randn_like(whole)
+    (whole * w).sum().backward()
+    grad_whole = g.net.weight.grad.clone()
+    g.zero_grad()
+    (g(x[:8]) * w[:8]).sum().backward()
+    (g(x[8:]) * w[8:]).sum().backward()
+    torch.testing.assert_close(g.net.weight.grad, grad_whole, rtol=1e-4, atol=1e-5)  # summation order only
+
+
 def test_chroma_input_discriminator_sees_grey_as_zero_chroma():
     seen = {}
 

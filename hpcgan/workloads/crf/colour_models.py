@@ -61,7 +61,9 @@ class LumaChromaGenerator(nn.Module):
         if self.pool > 1:
             chroma = F.interpolate(F.avg_pool2d(chroma, self.pool), size=y.shape[-2:], mode="bilinear",
                                    align_corners=False)
-        rgb = luma + torch.einsum("ck,nkhw->nchw", self.basis.to(y.dtype), chroma)
+        # Elementwise rather than a matmul: each sample's result then does not depend on the batch size.
+        u = self.basis.to(y.dtype).view(1, 3, 2, 1, 1)
+        rgb = luma + u[:, :, 0] * chroma[:, None, 0] + u[:, :, 1] * chroma[:, None, 1]
         return rgb.clamp(self.low, self.high)
 
 
