@@ -123,8 +123,6 @@ class CRFConfig:
         if (self.colour == "luma_chroma" or self.d_chroma) and self.out_channels != 3:
             raise UserError(f"config key crf.colour/crf.d_chroma: luminance and chroma need out_channels = 3 (RGB), "
                             f"got {self.out_channels}")
-        if self.colour == "luma_chroma" and self.size % self.chroma_pool:
-            raise UserError(f"config key crf.chroma_pool: {self.chroma_pool} does not divide crf.size {self.size}")
         if not self.widths or not self.d_widths or any(
                 not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
             raise UserError(f"config key crf.widths/crf.d_widths: expected non-empty lists of positive integers, "
@@ -132,6 +130,8 @@ class CRFConfig:
         if self.size % 2 ** (len(self.widths) - 1):
             raise UserError(f"config key crf.size: {self.size} is not divisible by 2^(levels-1) = "
                             f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (crf.widths)")
+        if self.colour == "luma_chroma" and self.size % self.chroma_pool:
+            raise UserError(f"config key crf.chroma_pool: {self.chroma_pool} does not divide crf.size {self.size}")
         _at_least("crf.noise_channels", self.noise_channels, 0)
         _in_range("crf.dropout", self.dropout, 0, 1)
 
