@@ -112,15 +112,12 @@ def compare(args: argparse.Namespace, runs: dict[str, Path], val: Path) -> dict:
     edges = [bands["low"][1] + 0.5, bands["mid"][1] + 0.5]
     figures.spectra_plot(k, curves, out / "crf_gan_vs_l1_spectra.png", band_edges=edges,
                          title=f"crf-small, {args.steps} steps: GAN vs L1-only on {evals['gan']['n_samples']} held-out samples")
-    pairs = list(evals["gan"]["coherence_curves"]["real"])
-    chroma = {n: e["chroma_distribution"] for n, e in evals.items()}
+    gan = evals["gan"]
     figures.colour_plot(
-        k, {p: {"real": np.array(evals["gan"]["coherence_curves"]["real"][p]),
-                **{LABELS[n]: np.array(e["coherence_curves"]["fake"][p]) for n, e in evals.items()}} for p in pairs},
-        np.array(chroma["gan"]["real"]["bins"]),
-        {b: {"real": np.array(chroma["gan"]["real"]["bands"][b]["hist"]),
-             **{LABELS[n]: np.array(c["fake"]["bands"][b]["hist"]) for n, c in chroma.items()}}
-         for b in chroma["gan"]["real"]["bands"]},
+        k, {"real": gan["coherence_curves"]["real"], **{LABELS[n]: e["coherence_curves"]["fake"] for n, e in evals.items()}},
+        np.array(gan["chroma_distribution"]["real"]["bins"]),
+        {"real": colour.histograms(gan["chroma_distribution"]["real"]),
+         **{LABELS[n]: colour.histograms(e["chroma_distribution"]["fake"]) for n, e in evals.items()}},
         out / "crf_gan_vs_l1_colour.png", band_edges=edges,
         title=f"crf-small, {args.steps} steps: inter-band coherence and chroma, real vs GAN vs L1-only")
     sample_figure(runs, val, out / "crf_gan_vs_l1_samples.png")

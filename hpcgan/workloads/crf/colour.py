@@ -78,6 +78,11 @@ def chroma_stats(images: np.ndarray, names: list[str]) -> dict:
     return {"bins": CHROMA_BINS.tolist(), "rms": float(np.sqrt((c ** 2).mean())), "bands": bands}
 
 
+def histograms(stats: dict) -> dict[str, np.ndarray]:
+    """{band: chroma histogram} from chroma_stats' result (or its JSON form)."""
+    return {n: np.asarray(b["hist"]) for n, b in stats["bands"].items()}
+
+
 def wasserstein_1d(a: np.ndarray, b: np.ndarray, n_quantiles: int = 512) -> float:
     """Earth mover's distance between two 1-D samples, as the mean gap between their quantile functions."""
     q = (np.arange(n_quantiles) + 0.5) / n_quantiles

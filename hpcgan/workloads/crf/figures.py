@@ -91,25 +91,27 @@ def spectra_plot(k: np.ndarray, curves: Mapping[str, Mapping[str, np.ndarray]], 
 def colour_plot(k: np.ndarray, coherence: Mapping[str, Mapping[str, np.ndarray]], bins: np.ndarray,
                 chroma_hist: Mapping[str, Mapping[str, np.ndarray]], path: Path, band_edges: Sequence[float] = (),
                 title: str = "") -> Path:
-    """Top row: coherence C(k) of each band pair (``coherence[pair][label]``); bottom row: the chroma histogram
-    of each band (``chroma_hist[band][label]`` on ``bins``). The label 'real' is drawn in black."""
-    cols = max(len(coherence), len(chroma_hist))
+    """Top row: coherence C(k) of each band pair (``coherence[label][pair]``); bottom row: the chroma histogram
+    of each band (``chroma_hist[label][band]`` on ``bins``). The label 'real' is drawn in black."""
+    pairs = list(next(iter(coherence.values())))
+    bands = list(next(iter(chroma_hist.values())))
+    cols = max(len(pairs), len(bands))
     fig = Figure(figsize=(4.0 * cols, 6.8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, cols, squeeze=False)
     centres = 0.5 * (np.asarray(bins)[1:] + np.asarray(bins)[:-1])
-    for ax, (pair, curves) in zip(axes[0], coherence.items()):
-        for label, c in curves.items():
-            ax.semilogx(k, c, label=label, **_style(label))
+    for ax, pair in zip(axes[0], pairs):
+        for label, curves in coherence.items():
+            ax.semilogx(k, curves[pair], label=label, **_style(label))
         for e in band_edges:
             ax.axvline(e, color="gray", ls=":", lw=0.8)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"coherence {pair}")
         ax.set_xlabel("wavenumber k (cycles per image)")
         ax.grid(True, which="both", alpha=0.25)
-    for ax, (band, hists) in zip(axes[1], chroma_hist.items()):
-        for label, h in hists.items():
-            ax.semilogy(centres, np.maximum(h, 1e-3), label=label, **_style(label))
+    for ax, band in zip(axes[1], bands):
+        for label, hists in chroma_hist.items():
+            ax.semilogy(centres, np.maximum(hists[band], 1e-3), label=label, **_style(label))
         ax.set_title(f"chroma {band} (band - luminance)")
         ax.set_xlabel("reflectance")
         ax.grid(True, which="both", alpha=0.25)

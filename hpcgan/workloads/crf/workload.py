@@ -129,20 +129,16 @@ class CRFWorkload(Workload):
         figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
         extra = {}
         if real.shape[1] == 3:  # luminance and chroma are defined for RGB
-            colours = colour.compare(real, fake, names)
-            summary["coherence"] = colours["coherence_bands"]
-            summary["coloured_texture"] = colours["coloured_texture"]
-            summary["chroma"] = {"rms": {"real": colours["chroma"]["real"]["rms"], "fake": colours["chroma"]["fake"]["rms"]},
-                                 "w1": colours["chroma"]["w1"]}
+            res = colour.compare(real, fake, names)
+            summary["coherence"] = res["coherence_bands"]
+            summary["coloured_texture"] = res["coloured_texture"]
+            summary["chroma"] = {"rms": {"real": res["chroma"]["real"]["rms"], "fake": res["chroma"]["fake"]["rms"]},
+                                 "w1": res["chroma"]["w1"]}
             summary["figures"]["colour"] = EVAL_COLOUR
-            extra = {"coherence_curves": colours["coherence_curves"], "chroma_distribution": colours["chroma"]}
-            figures.colour_plot(k, {p: {"real": np.array(colours["coherence_curves"]["real"][p]),
-                                        "generated": np.array(colours["coherence_curves"]["fake"][p])}
-                                    for p in colours["coherence_curves"]["real"]},
-                                colour.CHROMA_BINS,
-                                {n: {"real": np.array(colours["chroma"]["real"]["bands"][n]["hist"]),
-                                     "generated": np.array(colours["chroma"]["fake"]["bands"][n]["hist"])}
-                                 for n in names},
+            extra = {"coherence_curves": res["coherence_curves"], "chroma_distribution": res["chroma"]}
+            figures.colour_plot(k, {"real": res["coherence_curves"]["real"], "generated": res["coherence_curves"]["fake"]},
+                                colour.CHROMA_BINS, {"real": colour.histograms(res["chroma"]["real"]),
+                                                     "generated": colour.histograms(res["chroma"]["fake"])},
                                 out_dir / EVAL_COLOUR, band_edges=edges,
                                 title=f"CRF inter-band coherence and chroma, {real.shape[0]} held-out samples")
         (out_dir / EVAL_JSON).write_text(json.dumps({**summary, "k": k.tolist(), "spectra": spectra, **extra}, indent=1))
