@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from hpcgan.errors import AgreedError, UserError
 
 # Subcommand modules, in --help order.
-COMMANDS = ["train", "generate", "evaluate", "data", "bench", "info"]
+COMMANDS = ["train", "generate", "evaluate", "sweep", "data", "bench", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
