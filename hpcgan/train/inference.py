@@ -14,7 +14,7 @@ from hpcgan.data.reader import ShardedReader
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.step import amp_dtype
-from hpcgan.workloads import Workload, get_workload
+from hpcgan.workloads import Workload, get_workload, precision
 
 
 def rank_range(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -52,14 +52,16 @@ def open_for_inference(cfg: Config, path: str, backend: Backend) -> ShardedReade
 
 def generate_range(cfg: Config, workload: Workload, G: nn.Module, reader: ShardedReader, start: int, stop: int,
                    batch_size: int, device: torch.device) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Yield (first index, generated targets in file units, seconds spent in the model) per batch."""
-    dtype = amp_dtype(cfg.train.amp, device)
+    """Yield (first index, generated targets in file units, seconds spent in the model) per batch.
+
+    Runs in the precision training used (train.amp under the workload's policy, its fp32 parts kept)."""
+    dtype = amp_dtype(cfg.train.amp, device, workload)
     for b in range(start, stop, batch_size):
         idx = np.arange(b, min(b + batch_size, stop))
         x, y = reader.read_samples(idx, normalize=True)
         cond, _ = workload.prepare(torch.from_numpy(x), torch.from_numpy(y), device)
         t0 = _sync_time(device)
-        with torch.no_grad(), (torch.autocast(device.type, dtype=dtype) if dtype else _null()):
+        with torch.no_grad(), precision.autocast(device, dtype):
             fake = workload.to_data_units(G(cond).float())
         out = fake.cpu().numpy()
         yield b, out, _sync_time(device) - t0
@@ -69,11 +71,3 @@ def _sync_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

@@ -20,11 +20,13 @@ from torch import nn
 
 from hpcgan.config import Config
 from hpcgan.errors import UserError
+from hpcgan.workloads.precision import Precision
 
 
 class Workload(ABC):
     name: str = ""
-    convnet: bool = False  # channels_last helps convnets on GPU
+    convnet: bool = False  # channels_last and cudnn.benchmark help fixed-shape convnets on GPU
+    precision: Precision = Precision()  # what may run in bf16/fp16 and what stays fp32 (workloads/precision.py)
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

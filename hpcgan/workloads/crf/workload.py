@@ -17,6 +17,7 @@ from hpcgan.errors import UserError
 from hpcgan.workloads.crf import colour, figures, spectrum
 from hpcgan.workloads.crf.colour_models import ChromaInputDiscriminator, LumaChromaGenerator
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
+from hpcgan.workloads.precision import Precision
 from hpcgan.workloads.registry import Workload, register
 
 EVAL_JSON = "crf_evaluation.json"
@@ -32,6 +33,8 @@ def target_names(n: int) -> list[str]:
 @register("crf")
 class CRFWorkload(Workload):
     convnet = True
+    # Convolutions in bf16/fp16 (autocast keeps norms in fp32); losses are reduced in fp32 (train/losses.py).
+    precision = Precision()
 
     # Models.
     def build_generator(self) -> nn.Module:

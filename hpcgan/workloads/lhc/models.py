@@ -20,6 +20,7 @@ from torch import nn
 
 from hpcgan.data.helix import C_LIGHT, detector
 from hpcgan.workloads.lhc import space
+from hpcgan.workloads.precision import full_precision
 
 PSI_SCALE = 10.0  # psi feature = psi [rad] * 10 (|psi| <~ 0.6 rad at 1 m for pT = 0.5 GeV)
 DZ_SCALE = 100.0  # mm per unit of the dz features and of z0 - z_ref
@@ -48,21 +49,28 @@ class _Geometry(nn.Module):
 
     def frame(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
         """cond (N, 4, L) in model space -> reference direction, reference z and per-layer local features."""
-        cx, cy, cz, m = cond[:, 0], cond[:, 1], cond[:, 2], cond[:, 3]
-        vx, vy = (m * cx).sum(1), (m * cy).sum(1)
-        norm = torch.sqrt(vx * vx + vy * vy).clamp(min=1e-12)
-        cr, sr = vx / norm, vy / norm
-        a = cx * cr[:, None] + cy * sr[:, None]
-        b = cy * cr[:, None] - cx * sr[:, None]
-        psi = torch.atan2(b, a) * m
-        z = cz * space.Z_SCALE
-        z_ref = (m * z).sum(1) / m.sum(1).clamp(min=1)
-        dz = (z - z_ref[:, None]) * m
-        feats = torch.cat([psi * PSI_SCALE, dz / DZ_SCALE, m], dim=1)
-        return {"cos": cr, "sin": sr, "phi": torch.atan2(sr, cr), "z_ref": z_ref, "feats": feats, "psi": psi,
-                "cx": cx, "cy": cy, "z": z, "mask": m}
+        return local_frame(cond)
 
 
+@full_precision("lhc.frame")
+def local_frame(cond: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The local frame (fp32: psi carries the fit's 3e-4 rad precision, below bf16's resolution)."""
+    cx, cy, cz, m = cond[:, 0], cond[:, 1], cond[:, 2], cond[:, 3]
+    vx, vy = (m * cx).sum(1), (m * cy).sum(1)
+    norm = torch.sqrt(vx * vx + vy * vy).clamp(min=1e-12)
+    cr, sr = vx / norm, vy / norm
+    a = cx * cr[:, None] + cy * sr[:, None]
+    b = cy * cr[:, None] - cx * sr[:, None]
+    psi = torch.atan2(b, a) * m
+    z = cz * space.Z_SCALE
+    z_ref = (m * z).sum(1) / m.sum(1).clamp(min=1)
+    dz = (z - z_ref[:, None]) * m
+    feats = torch.cat([psi * PSI_SCALE, dz / DZ_SCALE, m], dim=1)
+    return {"cos": cr, "sin": sr, "phi": torch.atan2(sr, cr), "z_ref": z_ref, "feats": feats, "psi": psi,
+            "cx": cx, "cy": cy, "z": z, "mask": m}
+
+
+@full_precision("lhc.linear_seed")
 def linear_seed(f: dict, radii: torch.Tensor, sigma_rphi: torch.Tensor, sigma_z: torch.Tensor, bfield: float) -> dict:
     """A parameter-free linearised helix estimate from the local-frame hits (a fixed layer of G).
 

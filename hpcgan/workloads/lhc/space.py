@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from hpcgan.data.helix import C_LIGHT
+from hpcgan.workloads.precision import full_precision
 
 QPT_SCALE = 2.0  # 1/GeV: |q/pT| <= 2 for pT >= 0.5 GeV
 D0_SCALE = 0.2  # mm: the fit's d0 resolution at low pT is a few 0.1 mm
@@ -60,6 +61,7 @@ def targets_to_data(track: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     return torch.cat([params, points.reshape(n, 3 * L)], dim=1)
 
 
+@full_precision("lhc.helix_points")
 def helix_points(qpt: torch.Tensor, phi0: torch.Tensor, eta: torch.Tensor, d0: torch.Tensor, z0: torch.Tensor,
                  radii: torch.Tensor, bfield: float) -> torch.Tensor:
     """Differentiable twin of hpcgan.data.helix.helix_points: (N,) params in file units -> (N, L, 3) mm.

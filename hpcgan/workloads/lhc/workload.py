@@ -17,12 +17,16 @@ from hpcgan.errors import UserError
 from hpcgan.workloads.lhc import evaluate as ev
 from hpcgan.workloads.lhc import space
 from hpcgan.workloads.lhc.models import LHCDiscriminator, LHCGenerator
+from hpcgan.workloads.precision import Precision
 from hpcgan.workloads.registry import Workload, register
 
 
 @register("lhc")
 class LHCWorkload(Workload):
     convnet = False
+    # The MLPs train in bf16 or fp16; the geometry around them does not (see precision.py).
+    precision = Precision(fp32=("lhc.frame", "lhc.linear_seed", "lhc.helix_points"),
+                          why="(r/sigma)^2 weights overflow fp16; 1e-4 relative hit precision is below bf16's")
 
     def __init__(self, cfg):
         super().__init__(cfg)
