@@ -6,6 +6,7 @@ Spec "RANK:STEP:ACTION" from config key train.fault or env HPCGAN_FAULT
   exit   os._exit(EXIT_FAULT) with no clean-up, like a crash
   kill   SIGKILL to itself, like the OOM killer
   hang   sleep forever (the other ranks wait in the next collective)
+  nangrad  a NaN in that rank's gradients of that step (before the step-boundary check)
 The trainer calls maybe_inject only `if fault is not None`, so an unset fault
 costs one comparison per step.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from hpcgan.errors import UserError
 
-ACTIONS = ("raise", "exit", "kill", "hang")
+ACTIONS = ("raise", "exit", "kill", "hang", "nangrad")
 EXIT_FAULT = 3
 
 
@@ -62,9 +63,20 @@ def resolve(config_value: str | None) -> Fault | None:
     return parse(config_value, "train.fault")
 
 
+def poisons_gradients(fault: Fault, rank: int, step: int) -> bool:
+    """True when this rank's gradients of global step `step` (1-based) are to hold a NaN."""
+    return fault.action == "nangrad" and rank == fault.rank and step == fault.step
+
+
+def poison(grads: list) -> None:
+    """Write a NaN into the first element of the first gradient (what an overflow or bad batch would do)."""
+    print(f"injected fault: NaN gradient", file=sys.stderr, flush=True)
+    grads[0].view(-1)[0] = float("nan")
+
+
 def maybe_inject(fault: Fault, rank: int, step: int) -> None:
     """Act when (rank, step) is the fault's; otherwise return at once."""
-    if rank != fault.rank or step != fault.step:
+    if rank != fault.rank or step != fault.step or fault.action == "nangrad":
         return
     # The time lets tests measure how long the other ranks take to end after this one dies.
     print(f"[rank {rank}] injected fault: {fault.action} at step {step} (time {time.time():.3f})",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -21,21 +22,13 @@ from torch import nn
 from hpcgan.config import Config
 from hpcgan.runtime.backend import Backend
 from hpcgan.train.losses import GANLoss
-from hpcgan.workloads import Workload, get_workload
+from hpcgan.workloads import Workload, get_workload, precision
 
 
-def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it (Ampere+), fp16 on Pascal/Volta, none on CPU unless asked."""
-    if choice == "off":
-        return None
-    if choice == "bf16":
-        return torch.bfloat16
-    if choice == "fp16":
-        return torch.float16
-    if device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
+def amp_dtype(choice: str, device: torch.device, workload: Workload | None = None) -> torch.dtype | None:
+    """train.amp -> autocast dtype under the workload's precision policy (precision.resolve)."""
+    policy = workload.precision if workload is not None else precision.Precision()
+    return precision.resolve(choice, device, policy, workload.name if workload is not None else "")
 
 
 def lr_factor(cfg: Config, world_size: int, step: int) -> float:
@@ -81,12 +74,14 @@ class Training:
     scaler: torch.amp.GradScaler
     channels_last: bool = False
     step_count: int = 0  # optimizer steps taken (drives the LR schedule)
-    timings: dict = field(default_factory=lambda: {"sync_s": 0.0})
+    sync_timer: "DeviceTimer" = None  # type: ignore[assignment]  # time in gradient sync, read per log interval
+
+    def __post_init__(self) -> None:
+        if self.sync_timer is None:
+            self.sync_timer = DeviceTimer(self.device)
 
     def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return precision.autocast(self.device, self.dtype)
 
     def set_lr(self) -> float:
         f = lr_factor(self.cfg, self.backend.size, self.step_count)
@@ -130,17 +125,24 @@ class Training:
                 sums[k] = sums.get(k, 0.0) + v.float() * scale
         return sums
 
+    def gradients(self) -> list[torch.Tensor]:
+        params = list(self.G.parameters()) + (list(self.D.parameters()) if self.loss.adversarial else [])
+        return [p.grad for p in params if p.grad is not None]
+
+    def nonfinite_flags(self, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(any loss non-finite, any gradient non-finite) on this rank, as device tensors: no host sync."""
+        return _any_nonfinite(list(stats.values())), _any_nonfinite(self.gradients())
+
     def sync_and_step(self, skip: bool = False) -> None:
         """Average each phase's gradients over ranks (once), then step; `skip` drops the update."""
-        t0 = _now(self.device)
-        self.backend.sync_gradients(self.G.parameters(), group="G")
-        if self.loss.adversarial:
-            self.backend.sync_gradients(self.D.parameters(), group="D")
-        self.timings["sync_s"] += _now(self.device) - t0
         if skip:
             self.opt_g.zero_grad(set_to_none=True)
             self.opt_d.zero_grad(set_to_none=True)
             return
+        with self.sync_timer.measure():
+            self.backend.sync_gradients(self.G.parameters(), group="G")
+            if self.loss.adversarial:
+                self.backend.sync_gradients(self.D.parameters(), group="D")
         self.set_lr()
         self.scaler.step(self.opt_g)
         if self.loss.adversarial:
@@ -148,8 +150,31 @@ class Training:
         self.scaler.update()
         self.step_count += 1
 
+    def skip_overflow(self) -> None:
+        """An fp16 gradient overflow on some rank (all ranks agree): drop the update and lower the loss scale.
+
+        What GradScaler does itself after a step with inf gradients, done here without a step so every
+        rank backs off identically whatever its own gradients held (the scale must stay equal across ranks)."""
+        self.sync_and_step(skip=True)
+        state = self.scaler.state_dict()
+        state["scale"] *= state["backoff_factor"]
+        state["_growth_tracker"] = 0
+        self.scaler.load_state_dict(state)
+
+    def load_scaler_state(self, state: dict, log=print) -> None:
+        """A checkpoint's scaler state; moving between precisions (off/bf16 <-> fp16) is allowed.
+
+        A disabled scaler saves {}: an fp16 run resumed from it starts with a fresh scale."""
+        if not self.scaler.is_enabled():
+            return
+        if not state:
+            log("notice: the checkpoint was trained without fp16 loss scaling; starting a fresh gradient scaler")
+            return
+        self.scaler.load_state_dict(state)
+
     def extra_d_steps(self, micro: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """train.d_steps - 1 further discriminator updates on fresh fakes."""
+        """train.d_steps - 1 further discriminator updates on fresh fakes (each skipped if any rank's
+        gradients are non-finite: one extra flag collective per extra step)."""
         if not self.loss.adversarial:
             return
         for _ in range(self.cfg.train.d_steps - 1):
@@ -161,7 +186,12 @@ class Training:
                 with self.autocast():
                     d_loss, _ = self.loss.d_loss(self.D, cond, real, fake)
                 self.backward(d_loss, 1.0 / len(micro))
-            self.backend.sync_gradients(self.D.parameters(), group="D")
+            bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None])
+            if self.backend.allreduce(bad.float().reshape(1), op="max", name="d_flag").item() > 0:
+                self.opt_d.zero_grad(set_to_none=True)
+                continue
+            with self.sync_timer.measure():
+                self.backend.sync_gradients(self.D.parameters(), group="D")
             self.scaler.step(self.opt_d)
             self.scaler.update()
 
@@ -179,12 +209,44 @@ class Training:
             return self.G(self.to_device(cond, cond)[0]).float()
 
 
-def _now(device: torch.device) -> float:
-    import time
+def _any_nonfinite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool on the tensors' device: some element is NaN or Inf (max |x| per tensor, fused; no host sync)."""
+    if not tensors:
+        return torch.zeros((), dtype=torch.bool)
+    norms = torch._foreach_norm([t.detach() for t in tensors], float("inf"))
+    return ~torch.isfinite(torch.stack([n.float() for n in norms])).all()
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+
+class DeviceTimer:
+    """Seconds spent in a block, summed over a logging interval, without stalling the host each step:
+    CUDA events on a GPU (read once, at `take`), the wall clock on CPU (where collectives block anyway)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list = []
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def measure(self):
+        if not self.cuda:
+            t0 = time.perf_counter()
+            yield
+            self.seconds += time.perf_counter() - t0
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self.events.append((start, end))
+
+    def take(self) -> float:
+        """Seconds since the last take (waits for the recorded events: call on logging steps only)."""
+        total = self.seconds
+        for start, end in self.events:
+            end.synchronize()
+            total += start.elapsed_time(end) / 1e3
+        self.events, self.seconds = [], 0.0
+        return total
 
 
 def build_training(cfg: Config, backend: Backend, log=print) -> Training:
@@ -210,8 +272,11 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=betas, fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=betas, fused=fused)
-    dtype = amp_dtype(cfg.train.amp, device)
+    dtype = amp_dtype(cfg.train.amp, device, workload)
+    log(precision.describe(dtype, workload.precision))
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+    if workload.convnet and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
     if cfg.train.compile:
         if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 7:
             log("notice: torch.compile needs compute capability >= 7.0 for GPU kernels; running eager")

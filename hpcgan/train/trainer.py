@@ -1,13 +1,15 @@
 """The training loop: one readable function, helpers for everything around it.
 
 Per step: read a batch (prefetched), G and D forward/backward (step.py), one
-small control allreduce at the step boundary (non-finite loss anywhere? a
-preemption signal anywhere?) so ranks never disagree, gradient sync + optimizer
-steps, then logging, checkpoints and validation on their intervals.
+small control allreduce at the step boundary (non-finite loss or gradients
+anywhere? a preemption signal anywhere?) so ranks never disagree and no
+optimizer steps on a NaN, gradient sync + optimizer steps, then logging,
+checkpoints and validation on their intervals. Reading that control vector is
+the step's one host synchronisation: statistics stay on the device until the
+logging interval.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,20 +41,32 @@ class Position:
 
 @dataclass
 class Meter:
-    """Local sums over one logging interval; reduced across ranks only when logged."""
+    """Local sums over one logging interval, kept as device tensors (no host sync per step);
+    read and reduced across ranks only when logged."""
 
     stats: dict = field(default_factory=dict)
     steps: int = 0
     samples: int = 0
     data_s: float = 0.0
+    overflows: int = 0  # fp16 steps skipped for a gradient overflow (the scaler backed off)
     start: float = field(default_factory=time.perf_counter)
 
     def add(self, stats: dict, samples: int, data_s: float) -> None:
         for k, v in stats.items():
-            self.stats[k] = self.stats.get(k, 0.0) + v
+            self.stats[k] = self.stats[k] + v if k in self.stats else v.detach().clone()
         self.steps += 1
         self.samples += samples
         self.data_s += data_s
+
+    def means(self) -> dict[str, float]:
+        """Per-step means of the statistics: one device-to-host copy for all of them."""
+        keys = list(self.stats)
+        values = torch.stack([self.stats[k].float() for k in keys]).tolist() if keys else []
+        return {k: v / max(self.steps, 1) for k, v in zip(keys, values)}
+
+
+class NonFiniteModel(RuntimeError):
+    """The weights about to be checkpointed are not finite (never written)."""
 
 
 def make_reader(cfg: Config, backend: Backend, path: str, train: bool) -> ShardedReader:
@@ -99,6 +113,7 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
     bar = tqdm(total=total, initial=min(pos.global_step, total), disable=not backend.is_root, unit="step",
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
     meter = Meter()
+    steps_run = 0  # finite optimizer steps in this process (tells a diverging LR from a bad start)
     try:
         for epoch in range(pos.epoch, cfg.train.epochs):
             batches = reader.epoch(epoch, start_step=pos.step_in_epoch * cfg.train.accumulation)
@@ -108,27 +123,39 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
                 t_data = time.perf_counter() - t0
                 prepared = [tr.workload.prepare(x, y, tr.device) for x, y in micro]
                 stats = tr.forward_backward(prepared)
+                if fault is not None and faults.poisons_gradients(fault, backend.rank, pos.global_step + 1):
+                    faults.poison(tr.gradients())
 
-                # Step boundary: every rank learns the same two facts in one tiny collective.
-                nonfinite = not all(math.isfinite(float(v)) for v in stats.values())
-                flags = backend.allreduce(torch.tensor([float(nonfinite), float(signals.requested() is not None)]),
-                                          op="max", name="control")
-                if flags[0] > 0:
-                    _nonfinite(cfg, stats, epoch, step_in_epoch, pos, log)
+                # Step boundary: every rank learns the same three facts in one tiny collective, read once.
+                bad_loss, bad_grad = tr.nonfinite_flags(stats)
+                control = torch.stack([bad_loss.float(), bad_grad.float(),
+                                       torch.full((), float(signals.requested() is not None), device=tr.device)])
+                bad_loss, bad_grad, stop = (v > 0 for v in backend.allreduce(control, op="max", name="control").tolist())
+                overflow = bad_grad and not bad_loss and tr.scaler.is_enabled()
+                if overflow:  # fp16: the loss scale was too high; the scaler's usual skip-and-back-off
+                    tr.skip_overflow()
+                    meter.overflows += 1
+                elif bad_loss or bad_grad:
+                    cause = _nonfinite(tr, prepared, stats, bad_loss, epoch, step_in_epoch, pos, steps_run, log)
                     if cfg.train.nonfinite == "stop":
+                        log(cause)
                         return EXIT_NONFINITE
-                tr.sync_and_step(skip=flags[0] > 0)
+                    tr.sync_and_step(skip=True)
+                else:
+                    tr.sync_and_step()
+                    steps_run += 1
                 tr.extra_d_steps(prepared)
                 pos.global_step += 1
                 pos.epoch, pos.step_in_epoch = epoch, step_in_epoch + 1
-                meter.add({k: float(v) for k, v in stats.items()}, sum(len(x) for x, _ in micro), t_data)
+                if not bad_loss:
+                    meter.add(stats, sum(len(x) for x, _ in micro), t_data)
                 bar.update(1)
                 if fault is not None:
                     faults.maybe_inject(fault, backend.rank, pos.global_step)
 
                 if pos.global_step % cfg.train.log_every == 0:
                     meter = log_interval(tr, run, meter, pos, bar)
-                if flags[1] > 0:
+                if stop:
                     return preempted(tr, run, pos, log)
                 if cfg.train.max_steps and pos.global_step >= cfg.train.max_steps:
                     save(tr, run, pos)
@@ -144,6 +171,9 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
             save(tr, run, pos)
         log(f"done: {cfg.train.epochs} epoch(s), {pos.global_step} steps; outputs in {cfg.run_dir}")
         return 0
+    except NonFiniteModel as e:
+        log(f"error: {e}")
+        return EXIT_NONFINITE
     finally:
         bar.close()
         run.close()
@@ -159,23 +189,44 @@ def _logger(backend: Backend):
     return log
 
 
-def _nonfinite(cfg: Config, stats: dict, epoch: int, step: int, pos: Position, log) -> None:
+def _nonfinite(tr: Training, prepared: list, stats: dict, bad_loss: bool, epoch: int, step: int, pos: Position,
+               steps_run: int, log) -> str:
+    """Collective (every rank calls it on the same step): the stop message, naming the likely cause."""
+    cfg = tr.cfg
+    bad_data = any(not bool(torch.isfinite(t).all()) for pair in prepared for t in pair)
+    bad_data = tr.backend.allreduce(torch.tensor([float(bad_data)]), op="max", name="nonfinite_data")[0] > 0
+    what = "loss" if bad_loss else "gradients (losses finite)"
     values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
-    if cfg.train.nonfinite == "stop":
-        log(f"error: non-finite loss at epoch {epoch} step {step} (global step {pos.global_step + 1}) on some rank: "
-            f"{values} (this rank). Stopping; the last checkpoint is intact. Lower the LR, or set train.nonfinite=skip")
+    where = f"global step {pos.global_step + 1} (epoch {epoch} step {step})"
+    if cfg.train.nonfinite == "skip":
+        log(f"warning: non-finite {what} at {where}; step skipped on every rank (train.nonfinite=skip)")
+        return ""
+    if bad_data:
+        cause = ("the batch itself holds NaN/Inf on some rank: check the dataset (hpcgan data inspect) "
+                 "and set data.check_finite=batch")
+    elif tr.dtype == torch.float16:
+        cause = ("likely an fp16 overflow (values above 65504) in a part the precision policy runs in fp16: "
+                 "train.amp=bf16 where the GPU supports it, or train.amp=off")
+    elif steps_run > 0:
+        cause = (f"training diverged after {steps_run} finite step(s) in this run: likely the learning rate; "
+                 "lower train.lr_g/train.lr_d or add train.warmup_steps")
     else:
-        log(f"warning: non-finite loss at global step {pos.global_step + 1}; step skipped (train.nonfinite=skip)")
+        cause = ("non-finite from the first step with finite data: check the loss weights (loss.*) and the model "
+                 "config, or the checkpoint it resumed from")
+    return (f"error: non-finite {what} at {where} on some rank: {values} (this rank). Cause: {cause}. "
+            "Stopping; nothing was stepped or saved, the last checkpoint is intact (train.nonfinite=skip skips such steps)")
 
 
 def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) -> Meter:
     """Reduce the interval's statistics across ranks (one collective) and write them on rank 0."""
     backend = tr.backend
+    local = meter.means()  # waits for the device: the clock below then counts the work it queued
     elapsed = time.perf_counter() - meter.start
-    local = {k: v / meter.steps for k, v in meter.stats.items()}
+    steps = max(meter.steps, 1)
     local["data_wait_frac"] = meter.data_s / elapsed
-    local["sync_frac"] = tr.timings["sync_s"] / elapsed
-    local["step_time_s"] = elapsed / meter.steps
+    local["sync_frac"] = tr.sync_timer.take() / elapsed
+    local["step_time_s"] = elapsed / steps
+    local["overflow_steps"] = float(meter.overflows)
     reduced = backend.allreduce_scalars(local, op="mean")
     rates = backend.allgather_object(meter.samples / elapsed)
     record = {"kind": "train", "step": pos.global_step, "epoch": pos.epoch, **reduced,
@@ -185,7 +236,6 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
     run.log_metrics(record, pos.global_step)
     bar.set_postfix({"samples/s": f"{sum(rates):.1f}", "g": f"{reduced.get('g_loss', 0):.3f}",
                      "d": f"{reduced.get('d_loss', 0):.3f}"}, refresh=False)
-    tr.timings["sync_s"] = 0.0
     return Meter()
 
 
@@ -227,11 +277,21 @@ def checkpoint_state(tr: Training, pos: Position) -> dict:
 
 
 def save(tr: Training, run: RunDir, pos: Position) -> None:
-    """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write."""
+    """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write.
+
+    Non-finite weights are never written (every rank holds the same weights, so all raise together)."""
+    if not _finite_weights(tr):
+        raise NonFiniteModel(f"the weights at global step {pos.global_step} are not finite: checkpoint not written, "
+                             "the last one is intact (lower train.lr_g/train.lr_d)")
     state = checkpoint_state(tr, pos)
     if tr.backend.is_root:
         ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
     tr.backend.barrier()
+
+
+def _finite_weights(tr: Training) -> bool:
+    """Parameters only: they are identical on every rank (buffers such as BatchNorm statistics may not be)."""
+    return all(bool(torch.isfinite(p).all()) for m in (tr.G, tr.D) for p in m.parameters())
 
 
 def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:
@@ -280,7 +340,7 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     backend.broadcast_module(ckpt.unwrap(tr.D))
     backend.broadcast_optimizer(tr.opt_g)
     backend.broadcast_optimizer(tr.opt_d)
-    tr.scaler.load_state_dict(meta["scaler"])
+    tr.load_scaler_state(meta["scaler"], log)
     tr.step_count = meta["step_count"]
     tr.set_lr()
     pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
