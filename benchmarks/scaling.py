@@ -97,14 +97,14 @@ def measure(training, backend, batch: int, data_path: str | None, iters: tuple[i
     rows = []
     for _ in range(n_iter):
         backend.barrier()
-        sync0 = training.timings["sync_s"]
+        training.sync_timer.take()  # start the iteration's sync time from zero
         data0 = source.wait_s if source else 0.0
         t0 = time.perf_counter()
         for _ in range(per_iter):
             training.step(*get())
         sync_device()
         wall = (time.perf_counter() - t0) / per_iter
-        sync = (training.timings["sync_s"] - sync0) / per_iter
+        sync = training.sync_timer.take() / per_iter
         data = ((source.wait_s if source else 0.0) - data0) / per_iter
         worst = backend.allreduce_scalars({"step_s": wall, "sync_s": sync, "data_s": data}, op="max")
         rows.append(worst)

@@ -90,12 +90,14 @@ def count_flops(fn) -> float:
 
 # --- one variant -----------------------------------------------------------------------
 
-def build(workload: str, device: str, batch: int, amp: str, channels_last: bool, compile_: bool, backend):
+def build(workload: str, device: str, batch: int, amp: str, channels_last: bool, compile_: bool, backend,
+          extra: Sequence[str] = ()):
+    """A Training for one variant; `extra` overrides go last (gpu_check's tiny sizes)."""
     from hpcgan.train.step import build_training
 
     cfg = workload_config(workload, [f"device={device}", "backend=local", f"train.batch_size={batch}",
                                      f"train.amp='{amp}'", f"train.channels_last={str(channels_last).lower()}",
-                                     f"train.compile={str(compile_).lower()}", "train.d_steps=1"])
+                                     f"train.compile={str(compile_).lower()}", "train.d_steps=1", *extra])
     return build_training(cfg, backend, log=lambda *_: None)
 
 

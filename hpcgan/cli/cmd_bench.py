@@ -1,4 +1,4 @@
-"""`hpcgan bench allreduce|throughput|scaling|projection|plot|io|lhc-rate [options]`: run a benchmark.
+"""`hpcgan bench allreduce|throughput|scaling|projection|plot|io|lhc-rate|gpu [options]`: run a benchmark.
 
 The benchmarks live in the repository's top-level `benchmarks/` package, not
 inside `hpcgan` (they launch mpirun, write results/, and are tools for the
@@ -28,11 +28,12 @@ BENCHMARKS = {
     "plot": "plot",
     "io": "io",
     "lhc-rate": "lhc_rate",
+    "gpu": "gpu_check",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: allreduce, throughput, scaling, projection, plot, io, lhc-rate",
+    p = sub.add_parser("bench", help="benchmarks: allreduce, throughput, scaling, projection, plot, io, lhc-rate, gpu",
                        description=__doc__.splitlines()[0], add_help=True)
     p.add_argument("name", choices=list(BENCHMARKS), help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (see hpcgan bench NAME --help)")
