@@ -134,19 +134,36 @@ class Backend(ABC):
                                for msg, rs in ranks.items()])
         return result
 
-    def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads") -> None:
-        """Average the gradients of params over ranks, fused into few flat buffers.
+    def allreduce_async_(self, tensor: torch.Tensor, op: str = "mean", name: str = "") -> Any:
+        """Start an in-place allreduce and return a handle for `wait` (here: done at once, handle None)."""
+        self.allreduce_(tensor, op=op, name=name)
+        return None
 
-        Called explicitly once per GAN phase (see STYLE.md on why hook-based
-        optimizer wrappers misfire when G's backward runs through D).
+    def wait(self, handle: Any) -> None:
+        """Finish an allreduce started by allreduce_async_."""
+
+    def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads") -> None:
+        """Average the gradients of params over ranks, fused into few flat buffers."""
+        self.sync_gradient_groups({group: params})
+
+    def sync_gradient_groups(self, groups: dict[str, Iterable[torch.nn.Parameter]]) -> None:
+        """Average several phases' gradients (G's and D's), fused into few flat buffers per phase.
+
+        Called explicitly once per step (see STYLE.md on why hook-based optimizer wrappers misfire
+        when G's backward runs through D). Every bucket of every phase is issued before any is waited
+        for, so D's transfer does not queue behind the host waiting for G's.
         """
         if self.size == 1:
             return
-        grads = [p.grad for p in params if p.grad is not None]
-        for i, bucket in enumerate(_buckets(grads, BUCKET_BYTES)):
-            flat = self._flat_buffer(f"{group}.{i}", bucket)
-            torch.cat([g.reshape(-1) for g in bucket], out=flat)
-            self.allreduce_(flat, op="mean", name=f"{group}.{i}")
+        pending = []
+        for group, params in groups.items():
+            grads = [p.grad for p in params if p.grad is not None]
+            for i, bucket in enumerate(_buckets(grads, BUCKET_BYTES)):
+                flat = self._flat_buffer(f"{group}.{i}", bucket)
+                torch.cat([g.reshape(-1) for g in bucket], out=flat)
+                pending.append((bucket, flat, self.allreduce_async_(flat, op="mean", name=f"{group}.{i}")))
+        for bucket, flat, handle in pending:
+            self.wait(handle)
             offset = 0
             for g in bucket:
                 n = g.numel()

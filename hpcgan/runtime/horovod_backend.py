@@ -32,6 +32,13 @@ class HorovodBackend(Backend):
     def allreduce_(self, tensor, op="mean", name=""):
         return self.hvd.allreduce_(tensor, op=self._ops[op], name=name or None)
 
+    def allreduce_async_(self, tensor, op="mean", name=""):
+        return self.hvd.allreduce_async_(tensor, op=self._ops[op], name=name or None)
+
+    def wait(self, handle):
+        if handle is not None:
+            self.hvd.synchronize(handle)
+
     def broadcast_(self, tensor, root=0, name=""):
         return self.hvd.broadcast_(tensor, root_rank=root, name=name or None)
 

@@ -66,6 +66,20 @@ class TorchBackend(Backend):
             tensor.copy_(work)
         return tensor
 
+    def allreduce_async_(self, tensor, op="mean", name=""):
+        if self._comm(tensor) is not tensor:  # needs a copy to the communication device: done at once
+            return super().allreduce_async_(tensor, op, name)
+        work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, async_op=True)
+        return work, tensor, op
+
+    def wait(self, handle):
+        if handle is None:
+            return
+        work, tensor, op = handle
+        work.wait()
+        if op == "mean":
+            tensor.div_(self.size)
+
     def broadcast_(self, tensor, root=0, name=""):
         work = self._comm(tensor)
         dist.broadcast(work, src=root)

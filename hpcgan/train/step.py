@@ -139,10 +139,9 @@ class Training:
             self.opt_g.zero_grad(set_to_none=True)
             self.opt_d.zero_grad(set_to_none=True)
             return
-        with self.sync_timer.measure():
-            self.backend.sync_gradients(self.G.parameters(), group="G")
-            if self.loss.adversarial:
-                self.backend.sync_gradients(self.D.parameters(), group="D")
+        with self.sync_timer.measure():  # G's and D's buckets issued together, then waited for
+            self.backend.sync_gradient_groups({"G": self.G.parameters(),
+                                               **({"D": self.D.parameters()} if self.loss.adversarial else {})})
         self.set_lr()
         self.scaler.step(self.opt_g)
         if self.loss.adversarial:
