@@ -2,11 +2,14 @@
 
 Order per micro-batch (pix2pixHD's): fake = G(cond) once; G phase with D
 frozen (adversarial + matching loss, backward into G only); D phase on
-fake.detach(). After all micro-batches each phase's gradients are averaged
-over ranks explicitly, once, fused into flat buffers (Backend.sync_gradients),
-then both optimizers step. No hook-based optimizer wrapper: in a GAN, G's
+fake.detach(). After all micro-batches the trainer checks losses and
+gradients for NaN/Inf on every rank (nonfinite_flags, agreed in its control
+allreduce); then both phases' gradients are averaged over ranks explicitly,
+once, fused into flat buffers (Backend.sync_gradient_groups), and both
+optimizers step. No hook-based optimizer wrapper: in a GAN, G's
 backward runs through D and would fire D's hooks (STYLE.md, Horovod #2559/#796).
 Extra discriminator steps (train.d_steps > 1) use fresh fakes drawn without grad.
+Precision (autocast dtype, fp32 parts) comes from the workload's policy: hpcgan/workloads/precision.py.
 """
 from __future__ import annotations
 
@@ -131,7 +134,7 @@ class Training:
 
     def nonfinite_flags(self, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(any loss non-finite, any gradient non-finite) on this rank, as device tensors: no host sync."""
-        return _any_nonfinite(list(stats.values())), _any_nonfinite(self.gradients())
+        return _any_nonfinite(list(stats.values()), self.device), _any_nonfinite(self.gradients(), self.device)
 
     def sync_and_step(self, skip: bool = False) -> None:
         """Average each phase's gradients over ranks (once), then step; `skip` drops the update."""
@@ -185,7 +188,7 @@ class Training:
                 with self.autocast():
                     d_loss, _ = self.loss.d_loss(self.D, cond, real, fake)
                 self.backward(d_loss, 1.0 / len(micro))
-            bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None])
+            bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None], self.device)
             if self.backend.allreduce(bad.float().reshape(1), op="max", name="d_flag").item() > 0:
                 self.opt_d.zero_grad(set_to_none=True)
                 continue
@@ -208,10 +211,10 @@ class Training:
             return self.G(self.to_device(cond, cond)[0]).float()
 
 
-def _any_nonfinite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool on the tensors' device: some element is NaN or Inf (max |x| per tensor, fused; no host sync)."""
+def _any_nonfinite(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A 0-d bool on the device: some element is NaN or Inf (max |x| per tensor, fused; no host sync)."""
     if not tensors:
-        return torch.zeros((), dtype=torch.bool)
+        return torch.zeros((), dtype=torch.bool, device=device)
     norms = torch._foreach_norm([t.detach() for t in tensors], float("inf"))
     return ~torch.isfinite(torch.stack([n.float() for n in norms])).all()
 

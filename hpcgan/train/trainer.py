@@ -126,19 +126,14 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
                 if fault is not None and faults.poisons_gradients(fault, backend.rank, pos.global_step + 1):
                     faults.poison(tr.gradients())
 
-                # Step boundary: every rank learns the same three facts in one tiny collective, read once.
-                bad_loss, bad_grad = tr.nonfinite_flags(stats)
-                control = torch.stack([bad_loss.float(), bad_grad.float(),
-                                       torch.full((), float(signals.requested() is not None), device=tr.device)])
-                bad_loss, bad_grad, stop = (v > 0 for v in backend.allreduce(control, op="max", name="control").tolist())
-                overflow = bad_grad and not bad_loss and tr.scaler.is_enabled()
-                if overflow:  # fp16: the loss scale was too high; the scaler's usual skip-and-back-off
+                # Step boundary: every rank learns the same three facts in one tiny collective.
+                bad_loss, bad_grad, stop = step_boundary(tr, stats)
+                if bad_grad and not bad_loss and tr.scaler.is_enabled():  # fp16 loss scale too high: skip, back off
                     tr.skip_overflow()
                     meter.overflows += 1
                 elif bad_loss or bad_grad:
-                    cause = _nonfinite(tr, prepared, stats, bad_loss, epoch, step_in_epoch, pos, steps_run, log)
+                    _nonfinite(tr, prepared, stats, bad_loss, epoch, step_in_epoch, pos, steps_run, log)
                     if cfg.train.nonfinite == "stop":
-                        log(cause)
                         return EXIT_NONFINITE
                     tr.sync_and_step(skip=True)
                 else:
@@ -189,18 +184,27 @@ def _logger(backend: Backend):
     return log
 
 
+def step_boundary(tr: Training, stats: dict) -> tuple[bool, bool, bool]:
+    """(non-finite loss, non-finite gradients, preemption signal) on any rank: one collective, and reading
+    its result is the step's one host synchronisation."""
+    bad_loss, bad_grad = tr.nonfinite_flags(stats)
+    signal = torch.full((), float(signals.requested() is not None), device=tr.device)
+    flags = tr.backend.allreduce(torch.stack([bad_loss.float(), bad_grad.float(), signal]), op="max", name="control")
+    bad_loss, bad_grad, stop = (v > 0 for v in flags.tolist())
+    return bad_loss, bad_grad, stop
+
+
 def _nonfinite(tr: Training, prepared: list, stats: dict, bad_loss: bool, epoch: int, step: int, pos: Position,
-               steps_run: int, log) -> str:
-    """Collective (every rank calls it on the same step): the stop message, naming the likely cause."""
-    cfg = tr.cfg
+               steps_run: int, log) -> None:
+    """Collective (every rank calls it on the same step): log the warning, or the stop message naming the cause."""
+    what = "loss" if bad_loss else "gradients (losses finite)"
+    where = f"global step {pos.global_step + 1} (epoch {epoch} step {step})"
+    if tr.cfg.train.nonfinite == "skip":
+        log(f"warning: non-finite {what} at {where}; step skipped on every rank (train.nonfinite=skip)")
+        return
     bad_data = any(not bool(torch.isfinite(t).all()) for pair in prepared for t in pair)
     bad_data = tr.backend.allreduce(torch.tensor([float(bad_data)]), op="max", name="nonfinite_data")[0] > 0
-    what = "loss" if bad_loss else "gradients (losses finite)"
     values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
-    where = f"global step {pos.global_step + 1} (epoch {epoch} step {step})"
-    if cfg.train.nonfinite == "skip":
-        log(f"warning: non-finite {what} at {where}; step skipped on every rank (train.nonfinite=skip)")
-        return ""
     if bad_data:
         cause = ("the batch itself holds NaN/Inf on some rank: check the dataset (hpcgan data inspect) "
                  "and set data.check_finite=batch")
@@ -213,8 +217,8 @@ def _nonfinite(tr: Training, prepared: list, stats: dict, bad_loss: bool, epoch:
     else:
         cause = ("non-finite from the first step with finite data: check the loss weights (loss.*) and the model "
                  "config, or the checkpoint it resumed from")
-    return (f"error: non-finite {what} at {where} on some rank: {values} (this rank). Cause: {cause}. "
-            "Stopping; nothing was stepped or saved, the last checkpoint is intact (train.nonfinite=skip skips such steps)")
+    log(f"error: non-finite {what} at {where} on some rank: {values} (this rank). Cause: {cause}. "
+        "Stopping; nothing was stepped or saved, the last checkpoint is intact (train.nonfinite=skip skips such steps)")
 
 
 def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) -> Meter:

@@ -44,6 +44,14 @@ class CountingBackend(Backend):
         self.calls.append(f"allreduce:{name}")
         return tensor
 
+    def allreduce_async_(self, tensor, op="mean", name=""):
+        self.calls.append(f"allreduce:{name}")
+        return name
+
+    def wait(self, handle):
+        if handle is not None:
+            self.calls.append(f"wait:{handle}")
+
     def broadcast_(self, tensor, root=0, name=""):
         self.calls.append("broadcast")
         return tensor
@@ -97,6 +105,9 @@ def test_one_control_collective_and_one_host_sync_per_step(tmp_path, crf_data, h
     long, reads_long = run(tmp_path, crf_data, 6, host_reads, f"train.amp={amp}")
     per_step = [c for c in long if c not in short or long.count(c) > short.count(c)]
     extra = {c: (long.count(c) - short.count(c)) / 4 for c in set(per_step)}
-    # One control allreduce, and the gradients: one fused bucket per phase for this tiny model.
-    assert extra == {"allreduce:control": 1, "allreduce:G.0": 1, "allreduce:D.0": 1}, extra
+    # One control allreduce, and the gradients: one fused bucket per phase for this tiny model, both
+    # issued before the host waits for either.
+    assert extra == {"allreduce:control": 1, "allreduce:G.0": 1, "allreduce:D.0": 1, "wait:G.0": 1, "wait:D.0": 1}, extra
+    i = long.index("allreduce:G.0")
+    assert long[i:i + 4] == ["allreduce:G.0", "allreduce:D.0", "wait:G.0", "wait:D.0"], long[i - 1:i + 5]
     assert (reads_long - reads_short) / 4 == 1, (reads_short, reads_long)
