@@ -73,8 +73,17 @@ def test_stop_message_names_the_cause(tmp_path, crf_data, capsys, monkeypatch, c
             f["inputs"][3, 0, 0, 0] = np.nan
         cfg = tiny_config(tmp_path, x, "train.batch_size=8", "data.check_finite=off", "data.normalize=false")
         expect = "the batch itself holds NaN/Inf"
-    elif case == "start":
-        cfg = tiny_config(tmp_path, crf_data, "train.batch_size=4", "loss.lambda_match=nan")
+    elif case == "start":  # a loss that is NaN from the start (config validation rejects loss.lambda_match=nan)
+        from hpcgan.train.losses import GANLoss
+
+        original = GANLoss.g_loss
+
+        def nan_g_loss(self, *args):
+            loss, stats = original(self, *args)
+            return loss * float("nan"), stats
+
+        monkeypatch.setattr(GANLoss, "g_loss", nan_g_loss)
+        cfg = tiny_config(tmp_path, crf_data, "train.batch_size=4")
         expect = "from the first step with finite data"
     else:  # the LHC seed without its fp32 guard: (r/sigma)^2 ~ 1e9 overflows fp16 (the bug this policy fixes)
         from hpcgan.workloads.lhc import models
