@@ -34,3 +34,15 @@ def tiny_config(tmp_path, data: str, *extra: str):
 @pytest.fixture
 def crf_data(tmp_path):
     return write_crf(tmp_path / "crf.h5", 32)
+
+
+def write_lhc(path, n: int, seed: int = 1) -> str:
+    """Synthetic tracks as `hpcgan data synth lhc` writes them (in-process: the CLI's MPI start runs once a process)."""
+    from hpcgan.data import synth_lhc
+
+    s = synth_lhc.schema()
+    parts = list(synth_lhc.generate(0, n, seed))
+    with DatasetWriter(path, "lhc", n, s["input_shape"], s["target_shape"], s["input_channels"],
+                       s["target_channels"]) as w:
+        w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return str(path)

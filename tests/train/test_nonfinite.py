@@ -14,7 +14,7 @@ from hpcgan.runtime.env import ProcessInfo
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.trainer import EXIT_NONFINITE, train
 
-from conftest import TINY, tiny_config, write_crf
+from conftest import TINY, tiny_config, write_crf, write_lhc
 
 
 @pytest.fixture(autouse=True)
@@ -89,10 +89,7 @@ def test_stop_message_names_the_cause(tmp_path, crf_data, capsys, monkeypatch, c
         from hpcgan.workloads.lhc import models
 
         monkeypatch.setattr(models, "linear_seed", models.linear_seed.__wrapped__)
-        path = tmp_path / "lhc.h5"
-        from hpcgan.cli.main import main
-
-        assert main(["data", "synth", "lhc", "--n", "256", "--seed", "1", "--out", str(path)]) == 0
+        path = write_lhc(tmp_path / "lhc.h5", 256)
         from hpcgan.config import load_config
 
         cfg = load_config("lhc-small", [f"data.path={path}", "data.val_path=", f"run_dir={tmp_path / 'run'}",

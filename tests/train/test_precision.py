@@ -20,7 +20,7 @@ from hpcgan.train.step import build_training
 from hpcgan.train.trainer import train
 from hpcgan.workloads import get_workload, precision
 
-from conftest import tiny_config, write_crf
+from conftest import tiny_config, write_crf, write_lhc
 
 STEPS = {"lhc": (24, 6), "crf": (12, 3)}  # (steps, log interval) per workload
 # Learning curves (mean g_l1 per logged interval) against the fp32 run's: the last interval within
@@ -36,11 +36,7 @@ def local() -> LocalBackend:
 
 @pytest.fixture(scope="module")
 def lhc_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lhc") / "lhc.h5"
-    from hpcgan.cli.main import main
-
-    assert main(["data", "synth", "lhc", "--n", "1024", "--seed", "1", "--out", str(path)]) == 0
-    return str(path)
+    return write_lhc(tmp_path_factory.mktemp("lhc") / "lhc.h5", 1024)
 
 
 @pytest.fixture(scope="module")
