@@ -92,5 +92,5 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, crf_data):
 @pytest.mark.timeout(300)
 def test_nonfinite_skip_continues(tmp_path, crf_data):
     cfg = tiny_config(tmp_path, crf_data, "train.epochs=1", "train.batch_size=4", "train.nonfinite=skip",
-                      "loss.lambda_match=nan")
+                      "train.fault=0:2:nangrad")  # config validation rejects loss.lambda_match=nan now
     assert train(cfg, local()) == 0
