@@ -11,7 +11,6 @@ Extra discriminator steps (train.d_steps > 1) use fresh fakes drawn without grad
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -21,6 +20,7 @@ from torch import nn
 from hpcgan.config import Config
 from hpcgan.runtime.backend import Backend
 from hpcgan.train.losses import GANLoss
+from hpcgan.train.schedule import lr_factor
 from hpcgan.workloads import Workload, get_workload
 
 
@@ -36,15 +36,6 @@ def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
         return None
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
-
-
-def lr_factor(cfg: Config, world_size: int, step: int) -> float:
-    """LR multiplier: scaled by world size (linear or sqrt), reached by linear warm-up from 1."""
-    scaled = {"linear": float(world_size), "sqrt": math.sqrt(world_size), "none": 1.0}[cfg.train.lr_scaling]
-    warm = cfg.train.warmup_steps
-    if warm > 0 and step < warm:
-        return 1.0 + (scaled - 1.0) * step / warm
-    return scaled
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -81,6 +72,7 @@ class Training:
     scaler: torch.amp.GradScaler
     channels_last: bool = False
     step_count: int = 0  # optimizer steps taken (drives the LR schedule)
+    data: dict = field(default_factory=dict)  # the training data's fingerprint (files, samples), checked on resume
     timings: dict = field(default_factory=lambda: {"sync_s": 0.0})
 
     def autocast(self):
