@@ -142,8 +142,19 @@ class Backend(ABC):
         """
         if self.size == 1:
             return
-        grads = [p.grad for p in params if p.grad is not None]
-        for i, bucket in enumerate(_buckets(grads, BUCKET_BYTES)):
+        self._average_fused([p.grad for p in params if p.grad is not None], group)
+
+    def average_buffers(self, module: torch.nn.Module, group: str = "buffers") -> None:
+        """Average floating-point buffers over ranks: BatchNorm running statistics, which each rank
+        accumulates from its own shard. Afterwards every rank validates with, and rank 0 checkpoints,
+        the same model. Integer buffers (num_batches_tracked) are equal on every rank already."""
+        if self.size == 1:
+            return
+        self._average_fused([b for b in module.buffers() if b.is_floating_point()], group)
+
+    def _average_fused(self, tensors: list[torch.Tensor], group: str) -> None:
+        """In-place mean over ranks of every tensor, fused into flat buckets (one allreduce each)."""
+        for i, bucket in enumerate(_buckets(tensors, BUCKET_BYTES)):
             flat = self._flat_buffer(f"{group}.{i}", bucket)
             torch.cat([g.reshape(-1) for g in bucket], out=flat)
             self.allreduce_(flat, op="mean", name=f"{group}.{i}")
