@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from hpcgan.config import load_config
+from hpcgan.errors import UserError
 from hpcgan.runtime import session
 
 
@@ -29,19 +30,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--resume", default="auto",
                    help="auto (newest valid checkpoint in the run dir, if any), never, or a checkpoint path")
-    p.add_argument("--dry-run", action="store_true", help="check config, data and models, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check config, data and models, print the plan (steps, batch, LR, warm-up, validation, "
+                        "shards) and every error the job would hit (exit 2), then exit")
+    p.add_argument("--world-size", type=_world_sizes, metavar="N[,N...]",
+                   help="with --dry-run: plan for N ranks (or several sizes, 16,128,1024) from this one process "
+                        "(default: the ranks launched)")
     p.set_defaults(func=run)
+
+
+def _world_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive rank counts, e.g. 128 or 16,128,1024")
+    return sizes
 
 
 def run(args: argparse.Namespace) -> int:
     from hpcgan.cli.preflight import check_training_inputs
 
     cfg = config_from_args(args)
+    if args.world_size is not None and not args.dry_run:
+        raise UserError("--world-size plans a job without starting it: use it with --dry-run")
     backend = session.start(cfg.backend, cfg.device)
+    if args.dry_run:  # checks everything itself and lists every error, not only the first
+        return dry_run(cfg, backend, args.world_size or [backend.size])
     # Inputs every rank can check alone, agreed on before the first collective: bad input ends the job cleanly.
     backend.agree(lambda: check_training_inputs(cfg, backend, args.resume))
-    if args.dry_run:
-        return dry_run(cfg, backend)
     from hpcgan.train.trainer import train
 
     with session.rank_local_errors():
@@ -50,20 +68,45 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def dry_run(cfg, backend) -> int:
-    """Everything a job needs before it spends its allocation: config, data files, models."""
+def dry_run(cfg, backend, world_sizes: list[int]) -> int:
+    """Everything a job needs before it spends its allocation, at each of `world_sizes` ranks: config, data
+    files, models, and the plan the trainer would run by (hpcgan/train/plan.py). Errors are collected, not
+    raised one at a time, so one dry run lists every problem; each is one line on stderr, exit 2."""
+    from hpcgan.train.plan import make_plan
     from hpcgan.train.step import build_training
     from hpcgan.train.trainer import make_reader
 
-    reader = make_reader(cfg, backend, cfg.data.path, train=True)
-    if cfg.data.val_path:
-        make_reader(cfg, backend, cfg.data.val_path, train=False).close()
-    tr = build_training(cfg, backend, log=lambda m: print(m, file=sys.stderr) if backend.is_root else None)
-    tr.workload.check_dataset(reader.attrs, cfg.data.path)
-    if backend.is_root:
-        print(f"dry run ok: workload {cfg.workload}, {reader.num_samples} training samples, "
-              f"{reader.steps_per_epoch // cfg.train.accumulation} steps/epoch at global batch "
-              f"{cfg.global_batch(backend.size)} on {backend.size} rank(s)")
-    reader.close()
+    errors: list[str] = []
+    sizes = {}
+    attrs = None
+    for key, path in (("data.path", cfg.data.path), ("data.val_path", cfg.data.val_path)):
+        if not path:
+            continue
+        try:  # rank 0's reader at this world size: the files, their attributes and sample counts
+            with make_reader(cfg, 0, world_sizes[0], path, train=key == "data.path") as reader:
+                sizes[key] = reader.num_samples
+                if key == "data.path":
+                    attrs = reader.attrs
+        except UserError as e:
+            errors.append(f"{key}: {e}")
+    quiet = lambda m: None  # noqa: E731 (model notices are the real run's to print)
+    try:
+        tr = build_training(cfg, backend, log=quiet)
+        if attrs is not None:
+            tr.workload.check_dataset(attrs, cfg.data.path)
+    except UserError as e:
+        errors.append(str(e))
+    for n in world_sizes if "data.path" in sizes else []:
+        plan = make_plan(cfg, n, sizes["data.path"], sizes.get("data.val_path", 0))
+        errors += [f"at {n} ranks: {e}" for e in plan.errors] if len(world_sizes) > 1 else list(plan.errors)
+        if backend.is_root:
+            for line in plan.lines(cfg):
+                if not line.startswith("error: "):
+                    print(line)
     session.stop()
-    return 0
+    if backend.is_root:
+        for e in errors:
+            print(f"hpcgan: error: {e}", file=sys.stderr)
+        if not errors:
+            print(f"dry run ok at {','.join(map(str, world_sizes))} rank(s)")
+    return 2 if errors else 0

@@ -8,20 +8,23 @@ steps, then logging, checkpoints and validation on their intervals.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from hpcgan.config import Config
 from hpcgan.data.reader import ShardedReader
-from hpcgan.errors import UserError
+from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.plan import make_plan, validation_samples
 from hpcgan.train.run_dir import RunDir, environment_record
 from hpcgan.train.step import Training, build_training
 
@@ -55,12 +58,39 @@ class Meter:
         self.data_s += data_s
 
 
-def make_reader(cfg: Config, backend: Backend, path: str, train: bool) -> ShardedReader:
+def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_memory: bool = False) -> ShardedReader:
+    """Rank `rank` of `size`'s reader (integers, so the dry run can open one for any world size).
+    Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache."""
     return ShardedReader(
-        path, backend.rank, backend.size, cfg.train.batch_size, cfg.seed,
+        path, rank, size, cfg.train.batch_size, cfg.seed,
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
-        remainder=cfg.data.remainder if train else "drop", pin_memory=backend.device.type == "cuda")
+        remainder=cfg.data.remainder, pin_memory=pin_memory)
+
+
+def agree_on_data(backend: Backend, readers: dict[str, ShardedReader]) -> dict[str, dict]:
+    """Check that every rank resolved the same files with the same sizes (one allgather of digests).
+
+    A glob resolved while files are still being written, or a stale copy on one node, would give ranks
+    different step counts and a hang at the end of the first epoch; instead every rank stops with the same
+    line. Returns the fingerprints (kept in checkpoints, compared on resume)."""
+    prints = {key: r.fingerprint() for key, r in readers.items()}
+    digests = backend.allgather_object({key: p["digest"] for key, p in prints.items()})
+    for key in prints:
+        ranks = [r for r, d in enumerate(digests) if d[key] != digests[0][key]]
+        if not ranks:
+            continue
+        # Every rank sees the same digests, so every rank takes this branch and these two broadcasts.
+        first = backend.broadcast_object(prints[key], root=0)
+        other = backend.broadcast_object(prints[key], root=ranks[0])
+        raise AgreedError([f"{key}: rank {ranks[0]} sees {_describe_files(other)}, rank 0 sees "
+                           f"{_describe_files(first)} ({len(ranks)} of {backend.size} ranks differ from rank 0): every "
+                           "rank must read the same files (still being written? a node-local copy?)"])
+    return prints
+
+
+def _describe_files(fp: dict) -> str:
+    return f"{len(fp['files'])} file(s) ({_names(fp)}), {fp['samples']} samples, {sum(f[1] for f in fp['files'])} bytes"
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
@@ -70,17 +100,20 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
     log(f"hpcgan train: workload {cfg.workload}, {backend.size} rank(s), backend {backend.describe()}, "
         f"device {backend.device}, global batch {cfg.global_batch(backend.size)}, run dir {cfg.run_dir}")
 
-    # Section: data and models.
-    reader = make_reader(cfg, backend, cfg.data.path, train=True)
-    val_reader = make_reader(cfg, backend, cfg.data.val_path, train=False) if cfg.data.val_path else None
-    if reader.remainder_note:
-        log(reader.remainder_note)
+    # Section: data, the plan at this world size (the dry run prints the same), models.
+    pin = backend.device.type == "cuda"
+    reader = make_reader(cfg, backend.rank, backend.size, cfg.data.path, train=True, pin_memory=pin)
+    val_reader = (make_reader(cfg, backend.rank, backend.size, cfg.data.val_path, train=False, pin_memory=pin)
+                  if cfg.data.val_path else None)
+    data = agree_on_data(backend, {"data.path": reader, **({"data.val_path": val_reader} if val_reader else {})})
+    plan = make_plan(cfg, backend.size, reader.num_samples, val_reader.num_samples if val_reader else 0)
+    for line in plan.lines(cfg):
+        log(line)
+    plan.check()
     tr = build_training(cfg, backend, log)
     tr.workload.check_dataset(reader.attrs, cfg.data.path)
-    steps_per_epoch = reader.steps_per_epoch // cfg.train.accumulation
-    if steps_per_epoch < 1:
-        raise UserError(f"data.path {cfg.data.path}: {reader.num_samples} samples are fewer than one global batch "
-                        f"({cfg.global_batch(backend.size)} = batch_size x accumulation x {backend.size} ranks)")
+    tr.data = data["data.path"]
+    steps_per_epoch = plan.steps_per_epoch
 
     # Section: resume.
     pos = resume_training(tr, run, resume, log)
@@ -189,26 +222,41 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
     return Meter()
 
 
+def agree_on_buffers(tr: Training) -> None:
+    """Average BatchNorm running statistics over ranks (each rank gathered its own from its shard), so
+    every rank validates the model the checkpoint holds. Collective; a no-op at one rank."""
+    tr.backend.average_buffers(ckpt.unwrap(tr.G), group="G.buffers")
+    tr.backend.average_buffers(ckpt.unwrap(tr.D), group="D.buffers")
+
+
 @torch.no_grad()
 def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step: int, log) -> dict:
-    """Held-out metrics averaged over batches and ranks; figures from rank 0's first batch."""
-    limit = tr.cfg.train.val_batches or reader.steps_per_epoch
-    n = min(limit, reader.steps_per_epoch)
-    if n == 0:
-        log(f"warning: data.val_path has too few samples for one batch per rank; validation skipped")
-        return {}
-    sums: dict[str, float] = {}
-    for i, (x, y) in enumerate(reader.epoch(0)):
-        if i >= n:
-            break
+    """Held-out metrics of the same samples at any rank count: each rank evaluates its share (uneven, maybe
+    empty; reader.eval_batches), the workload's per-sample sums are added over ranks in one gather, and the
+    metrics come from the totals. Figures from rank 0's first batch."""
+    agree_on_buffers(tr)
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    for i, (x, y) in enumerate(reader.eval_batches(validation_samples(tr.cfg, reader.num_samples))):
         cond, real = tr.workload.prepare(x, y, tr.device)
         fake = tr.generate(cond)
-        for k, v in tr.workload.validation_metrics(cond, real, fake).items():
-            sums[k] = sums.get(k, 0.0) + v / n
+        for k, v in tr.workload.validation_sums(cond, real, fake).items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += len(x)
         if i == 0 and tr.backend.is_root and tr.cfg.train.figures:
             tr.workload.write_figures(run.figures, f"epoch{epoch + 1:03d}", cond.cpu(), real.cpu(), fake.cpu(),
                                       tb_writer=run.tensorboard(), step=step)
-    metrics = tr.backend.allreduce_scalars(sums, op="mean")
+    # Objects, not a tensor allreduce: a rank without samples has no metric names to contribute.
+    totals: dict[str, np.ndarray] = {}
+    total_count = 0
+    for rank_sums, rank_count in tr.backend.allgather_object((sums, count)):
+        total_count += rank_count
+        for k, v in rank_sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+    if total_count == 0:
+        log("notice: data.val_path has no samples to evaluate; validation skipped")
+        return {}
+    metrics = tr.workload.validation_finish(totals, total_count)
     run.log_metrics({"kind": "val", "step": step, "epoch": epoch + 1, **metrics}, step)
     log(f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics
@@ -222,12 +270,13 @@ def checkpoint_state(tr: Training, pos: Position) -> dict:
         "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(), "scaler": tr.scaler.state_dict(),
         "rng": rngs, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
         "step_count": tr.step_count, "world_size": tr.backend.size, "workload": tr.cfg.workload,
-        "config": tr.cfg.to_dict(),
+        "config": tr.cfg.to_dict(), "data": tr.data,
     }
 
 
 def save(tr: Training, run: RunDir, pos: Position) -> None:
     """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write."""
+    agree_on_buffers(tr)
     state = checkpoint_state(tr, pos)
     if tr.backend.is_root:
         ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
@@ -267,10 +316,12 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
         return Position()
     state = ckpt.load_checkpoint(Path(path)) if backend.is_root else None
     meta = backend.broadcast_object(None if state is None else {
-        k: state[k] for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
-                              "scaler", "workload")})
+        k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
+                                  "scaler", "workload", "config", "data")})
     if meta["workload"] != tr.cfg.workload:
-        raise UserError(f"checkpoint {path}: trained workload {meta['workload']!r}, config says {tr.cfg.workload!r}")
+        raise AgreedError([f"checkpoint {path}: trained workload {meta['workload']!r}, "
+                           f"config says {tr.cfg.workload!r}"])
+    check_same_training_data(path, meta["data"], tr.data, tr.cfg.data.path)
     if backend.is_root:
         ckpt.unwrap(tr.G).load_state_dict(state["G"])
         ckpt.unwrap(tr.D).load_state_dict(state["D"])
@@ -284,12 +335,55 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     tr.step_count = meta["step_count"]
     tr.set_lr()
     pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
+    changed = epoch_order_changes(meta["config"] or {}, tr.cfg)
     if meta["world_size"] == backend.size:
         ckpt.set_rng_state(meta["rng"][backend.rank])
     else:
-        log(f"notice: checkpoint was written by {meta['world_size']} ranks, now {backend.size}: "
-            "RNG streams reseeded and the interrupted epoch restarts from its first step")
+        changed.insert(0, f"ranks {meta['world_size']} -> {backend.size} (RNG streams reseeded)")
         torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + pos.global_step)
+    if changed and pos.step_in_epoch:
+        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)}. Resuming mid-epoch would skip or "
+            f"repeat samples, so epoch {pos.epoch + 1} restarts from its first step")
         pos.step_in_epoch = 0
+    elif changed:
+        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)} (at an epoch boundary: the next epoch "
+            "uses the new values)")
     log(f"resumed from {path}: epoch {pos.epoch}, step {pos.step_in_epoch} of the epoch, global step {pos.global_step}")
     return pos
+
+
+# Keys that decide which samples the steps of an epoch read; the ranks count too (checked separately).
+EPOCH_ORDER_KEYS = ("train.batch_size", "train.accumulation", "seed", "data.shuffle", "data.shuffle_block",
+                    "data.remainder", "data.cache")
+
+
+def epoch_order_changes(old: dict, cfg: Config) -> list[str]:
+    """'key old -> new' for each EPOCH_ORDER_KEYS entry that differs from the checkpoint's config."""
+    new = cfg.to_dict()
+    out = []
+    for key in EPOCH_ORDER_KEYS:
+        section, _, name = key.rpartition(".")
+        a = (old.get(section) or {}).get(name) if section else old.get(name)
+        b = new[section][name] if section else new[name]
+        if a is not None and a != b:
+            out.append(f"{key} {a!r} -> {b!r}")
+    return out
+
+
+def check_same_training_data(path: str, old: dict | None, new: dict, key_value: str) -> None:
+    """The checkpoint's training data (file names and sample counts) must be today's: otherwise the epoch
+    plan, and what 'epoch 3, step 40' means, changed. Moving the files to another directory is fine."""
+    if not old or not new:
+        return  # a checkpoint from before data fingerprints were kept
+    def summary(fp: dict) -> list:
+        return [(os.path.basename(p), n) for p, _, n in fp["files"]]
+    if summary(old) != summary(new):
+        raise AgreedError([f"data.path {key_value}: checkpoint {path} was trained on {len(old['files'])} file(s) with "
+                           f"{old['samples']} samples ({_names(old)}), data.path now gives {len(new['files'])} file(s) "
+                           f"with {new['samples']} samples ({_names(new)}): resume needs the same training data "
+                           "(restore it, or start over with --resume never or a new run_dir)"])
+
+
+def _names(fp: dict, most: int = 3) -> str:
+    names = [os.path.basename(p) for p, _, _ in fp["files"]]
+    return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")
