@@ -278,9 +278,9 @@ def save(tr: Training, run: RunDir, pos: Position) -> None:
     """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write."""
     agree_on_buffers(tr)
     state = checkpoint_state(tr, pos)
-    if tr.backend.is_root:
-        ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
-    tr.backend.barrier()
+    tr.backend.run_on_root(  # the others wait in short polls, not in one barrier as long as the write
+        (lambda: ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints))
+        if tr.backend.is_root else None)
 
 
 def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:
@@ -305,16 +305,19 @@ def _env(name: str) -> str | None:
 def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     """Load a checkpoint on rank 0 and broadcast it; `resume` is auto, never, or a path."""
     backend = tr.backend
-    path = None
-    if backend.is_root and resume != "never":
-        if resume == "auto":
-            path = ckpt.find_resume_checkpoint(run.checkpoints, log)
-        else:
-            path = ckpt.resolve_checkpoint(resume)
-    path = backend.broadcast_object(str(path) if path else None)
+    found: dict = {"path": None, "state": None}
+
+    def find_and_load() -> None:  # rank 0 only: verifying candidates reads and hashes whole checkpoints
+        path = (ckpt.find_resume_checkpoint(run.checkpoints, log) if resume == "auto"
+                else ckpt.resolve_checkpoint(resume))
+        if path is not None:
+            found.update(path=path, state=ckpt.load_checkpoint(Path(path)))
+
+    backend.run_on_root(find_and_load if backend.is_root and resume != "never" else None)
+    path = backend.broadcast_object(str(found["path"]) if found["path"] else None)
     if path is None:
         return Position()
-    state = ckpt.load_checkpoint(Path(path)) if backend.is_root else None
+    state = found["state"]
     meta = backend.broadcast_object(None if state is None else {
         k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
                                   "scaler", "workload", "config", "data")})
