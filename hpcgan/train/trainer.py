@@ -8,7 +8,6 @@ steps, then logging, checkpoints and validation on their intervals.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, epoch_order_changes
 from hpcgan.train.plan import make_plan, validation_samples
 from hpcgan.train.run_dir import RunDir, environment_record
 from hpcgan.train.step import Training, build_training
@@ -66,31 +66,6 @@ def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_m
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
         remainder=cfg.data.remainder, pin_memory=pin_memory)
-
-
-def agree_on_data(backend: Backend, readers: dict[str, ShardedReader]) -> dict[str, dict]:
-    """Check that every rank resolved the same files with the same sizes (one allgather of digests).
-
-    A glob resolved while files are still being written, or a stale copy on one node, would give ranks
-    different step counts and a hang at the end of the first epoch; instead every rank stops with the same
-    line. Returns the fingerprints (kept in checkpoints, compared on resume)."""
-    prints = {key: r.fingerprint() for key, r in readers.items()}
-    digests = backend.allgather_object({key: p["digest"] for key, p in prints.items()})
-    for key in prints:
-        ranks = [r for r, d in enumerate(digests) if d[key] != digests[0][key]]
-        if not ranks:
-            continue
-        # Every rank sees the same digests, so every rank takes this branch and these two broadcasts.
-        first = backend.broadcast_object(prints[key], root=0)
-        other = backend.broadcast_object(prints[key], root=ranks[0])
-        raise AgreedError([f"{key}: rank {ranks[0]} sees {_describe_files(other)}, rank 0 sees "
-                           f"{_describe_files(first)} ({len(ranks)} of {backend.size} ranks differ from rank 0): every "
-                           "rank must read the same files (still being written? a node-local copy?)"])
-    return prints
-
-
-def _describe_files(fp: dict) -> str:
-    return f"{len(fp['files'])} file(s) ({_names(fp)}), {fp['samples']} samples, {sum(f[1] for f in fp['files'])} bytes"
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
@@ -222,13 +197,6 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
     return Meter()
 
 
-def agree_on_buffers(tr: Training) -> None:
-    """Average BatchNorm running statistics over ranks (each rank gathered its own from its shard), so
-    every rank validates the model the checkpoint holds. Collective; a no-op at one rank."""
-    tr.backend.average_buffers(ckpt.unwrap(tr.G), group="G.buffers")
-    tr.backend.average_buffers(ckpt.unwrap(tr.D), group="D.buffers")
-
-
 @torch.no_grad()
 def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step: int, log) -> dict:
     """Held-out metrics of the same samples at any rank count: each rank evaluates its share (uneven, maybe
@@ -275,10 +243,11 @@ def checkpoint_state(tr: Training, pos: Position) -> dict:
 
 
 def save(tr: Training, run: RunDir, pos: Position) -> None:
-    """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write."""
+    """All ranks call; rank 0 writes while the others wait in short polls (no long barrier to time out);
+    nobody races ahead of, or exits before, the write."""
     agree_on_buffers(tr)
     state = checkpoint_state(tr, pos)
-    tr.backend.run_on_root(  # the others wait in short polls, not in one barrier as long as the write
+    tr.backend.run_on_root(
         (lambda: ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints))
         if tr.backend.is_root else None)
 
@@ -353,40 +322,3 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
             "uses the new values)")
     log(f"resumed from {path}: epoch {pos.epoch}, step {pos.step_in_epoch} of the epoch, global step {pos.global_step}")
     return pos
-
-
-# Keys that decide which samples the steps of an epoch read; the ranks count too (checked separately).
-EPOCH_ORDER_KEYS = ("train.batch_size", "train.accumulation", "seed", "data.shuffle", "data.shuffle_block",
-                    "data.remainder", "data.cache")
-
-
-def epoch_order_changes(old: dict, cfg: Config) -> list[str]:
-    """'key old -> new' for each EPOCH_ORDER_KEYS entry that differs from the checkpoint's config."""
-    new = cfg.to_dict()
-    out = []
-    for key in EPOCH_ORDER_KEYS:
-        section, _, name = key.rpartition(".")
-        a = (old.get(section) or {}).get(name) if section else old.get(name)
-        b = new[section][name] if section else new[name]
-        if a is not None and a != b:
-            out.append(f"{key} {a!r} -> {b!r}")
-    return out
-
-
-def check_same_training_data(path: str, old: dict | None, new: dict, key_value: str) -> None:
-    """The checkpoint's training data (file names and sample counts) must be today's: otherwise the epoch
-    plan, and what 'epoch 3, step 40' means, changed. Moving the files to another directory is fine."""
-    if not old or not new:
-        return  # a checkpoint from before data fingerprints were kept
-    def summary(fp: dict) -> list:
-        return [(os.path.basename(p), n) for p, _, n in fp["files"]]
-    if summary(old) != summary(new):
-        raise AgreedError([f"data.path {key_value}: checkpoint {path} was trained on {len(old['files'])} file(s) with "
-                           f"{old['samples']} samples ({_names(old)}), data.path now gives {len(new['files'])} file(s) "
-                           f"with {new['samples']} samples ({_names(new)}): resume needs the same training data "
-                           "(restore it, or start over with --resume never or a new run_dir)"])
-
-
-def _names(fp: dict, most: int = 3) -> str:
-    names = [os.path.basename(p) for p, _, _ in fp["files"]]
-    return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")

@@ -7,7 +7,7 @@ import sys
 from hpcgan.cli.main import run_guarded
 from hpcgan.data.reader import ShardedReader
 from hpcgan.runtime import session
-from hpcgan.train.trainer import agree_on_data
+from hpcgan.train.agreement import agree_on_data
 
 
 def body() -> int:
