@@ -258,14 +258,15 @@ class ShardedReader:
         return EpochIterator(self, self.batch_indices(epoch, start_step))
 
     def eval_batches(self, limit: int = 0) -> "EpochIterator":
-        """This rank's share of the first `limit` samples (0: all) in file order, each sample read once
-        across ranks at any rank count (eval_share): the same samples a 1-rank evaluation sees. The last
-        batch may be short and a rank may have none; the padding that keeps the index array rectangular
-        is never returned."""
-        n = min(limit, self.num_samples) if limit > 0 else self.num_samples
+        """This rank's share of `limit` evenly spaced samples (0: all), in file order, each read once across
+        ranks at any rank count (eval_share): the samples a 1-rank evaluation sees. Evenly spaced, not the
+        first `limit`, so a file sorted by time or by run is not judged on its start. The last batch may be
+        short and a rank may have none; the padding that keeps the index array rectangular is never returned."""
+        total = self.num_samples
+        n = min(limit, total) if limit > 0 else total
         start, stop = eval_share(n, self.rank, self.size)
         steps = -(-(stop - start) // self.batch_size)
-        idx = np.arange(start, stop, dtype=np.int64)
+        idx = np.arange(start, stop, dtype=np.int64) * total // max(n, 1)
         padded = np.pad(idx, (0, steps * self.batch_size - len(idx)), mode="edge") if len(idx) else idx
         counts = np.minimum(self.batch_size, len(idx) - self.batch_size * np.arange(steps))
         return EpochIterator(self, padded.reshape(steps, self.batch_size), counts=counts, use_cache=False)
