@@ -62,7 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
     keep_checkpoints: int = 3  # keep the last k checkpoints
     log_every: int = 10  # steps between metric reductions/logging
-    val_batches: int = 0  # validation samples per epoch: val_batches x batch_size, evenly spaced, over all ranks (0: all)
+    val_batches: int = 0  # validation samples per epoch: val_batches x batch_size, evenly spaced (0: all)
     nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss does
     figures: bool = True  # per-epoch sample figures and TensorBoard images
     fault: str = ""  # fault injection for tests: "RANK:STEP:raise|exit|hang"
