@@ -39,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _checkpoint_to_resume(cfg, resume: str) -> tuple | None:
+    """(path, state) of the checkpoint `hpcgan train --resume RESUME` would continue from, if any."""
+    from pathlib import Path
+
+    from hpcgan.train import checkpoint as ckpt
+
+    path = (ckpt.find_resume_checkpoint(Path(cfg.run_dir) / "checkpoints", log=lambda m: None) if resume == "auto"
+            else ckpt.resolve_checkpoint(resume))
+    return None if path is None else (path, ckpt.load_checkpoint(path))
+
+
 def _world_sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",")]
@@ -57,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--world-size plans a job without starting it: use it with --dry-run")
     backend = session.start(cfg.backend, cfg.device)
     if args.dry_run:  # checks everything itself and lists every error, not only the first
-        return dry_run(cfg, backend, args.world_size or [backend.size])
+        return dry_run(cfg, backend, args.world_size or [backend.size], args.resume)
     # Inputs every rank can check alone, agreed on before the first collective: bad input ends the job cleanly.
     backend.agree(lambda: check_training_inputs(cfg, backend, args.resume))
     from hpcgan.train.trainer import train
@@ -68,40 +79,40 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def dry_run(cfg, backend, world_sizes: list[int]) -> int:
+def dry_run(cfg, backend, world_sizes: list[int], resume: str = "auto") -> int:
     """Everything a job needs before it spends its allocation, at each of `world_sizes` ranks: config, data
-    files, models, and the plan the trainer would run by (hpcgan/train/plan.py). Errors are collected, not
-    raised one at a time, so one dry run lists every problem; each is one line on stderr, exit 2."""
+    files, models, the plan the trainer would run by (hpcgan/train/plan.py) and what resuming from the run
+    directory's checkpoint would do. Errors are collected, not raised one at a time, so one dry run lists
+    every problem; each is one line on stderr, exit 2."""
+    from hpcgan.train.agreement import check_same_training_data
     from hpcgan.train.plan import make_plan
     from hpcgan.train.step import build_training
-    from hpcgan.train.trainer import make_reader
 
-    errors: list[str] = []
-    sizes = {}
-    attrs = None
-    for key, path in (("data.path", cfg.data.path), ("data.val_path", cfg.data.val_path)):
-        if not path:
-            continue
-        try:  # rank 0's reader at this world size: the files, their attributes and sample counts
-            with make_reader(cfg, 0, world_sizes[0], path, train=key == "data.path") as reader:
-                sizes[key] = reader.num_samples
-                if key == "data.path":
-                    attrs = reader.attrs
-        except UserError as e:
-            errors.append(f"{key}: {e}")
-    quiet = lambda m: None  # noqa: E731 (model notices are the real run's to print)
+    sizes, attrs, fingerprint, errors = _open_datasets(cfg, world_sizes[0])
     try:
-        tr = build_training(cfg, backend, log=quiet)
+        tr = build_training(cfg, backend, log=lambda m: None)  # model notices are the real run's to print
         if attrs is not None:
             tr.workload.check_dataset(attrs, cfg.data.path)
     except UserError as e:
         errors.append(str(e))
+    checkpoint = None
+    if fingerprint is not None and resume != "never":
+        try:
+            checkpoint = _checkpoint_to_resume(cfg, resume)
+            if checkpoint is not None:
+                check_same_training_data(checkpoint[0], checkpoint[1].get("data"), fingerprint, cfg.data.path)
+        except UserError as e:
+            errors.append(str(e))
     for n in world_sizes if "data.path" in sizes else []:
         plan = make_plan(cfg, n, sizes["data.path"], sizes.get("data.val_path", 0))
         errors += [f"at {n} ranks: {e}" for e in plan.errors] if len(world_sizes) > 1 else list(plan.errors)
         if backend.is_root:
-            for line in plan.lines(cfg):
-                if not line.startswith("error: "):
+            lines = plan.lines(cfg)  # errors go to stderr below, notices after the resume line
+            print("\n".join(ln for ln in lines if not ln.startswith(("notice: ", "error: "))))
+            if checkpoint is not None:
+                print(_resume_line(cfg, n, *checkpoint))
+            for line in lines:
+                if line.startswith("notice: "):
                     print(line)
     session.stop()
     if backend.is_root:
@@ -110,3 +121,31 @@ def dry_run(cfg, backend, world_sizes: list[int]) -> int:
         if not errors:
             print(f"dry run ok at {','.join(map(str, world_sizes))} rank(s)")
     return 2 if errors else 0
+
+
+def _open_datasets(cfg, world_size: int) -> tuple[dict, dict | None, dict | None, list[str]]:
+    """Sample counts of data.path and data.val_path, the training data's attributes and fingerprint, and the
+    errors opening them (rank 0's readers at this world size)."""
+    from hpcgan.train.trainer import make_reader
+
+    sizes, attrs, fingerprint, errors = {}, None, None, []
+    for key, path in (("data.path", cfg.data.path), ("data.val_path", cfg.data.val_path)):
+        if not path:
+            continue
+        try:
+            with make_reader(cfg, 0, world_size, path, train=key == "data.path") as reader:
+                sizes[key] = reader.num_samples
+                if key == "data.path":
+                    attrs, fingerprint = reader.attrs, reader.fingerprint()
+        except UserError as e:
+            errors.append(f"{key}: {e}")
+    return sizes, attrs, fingerprint, errors
+
+
+def _resume_line(cfg, world_size: int, path, state: dict) -> str:
+    from hpcgan.train.agreement import resume_changes
+
+    changed = resume_changes(state, cfg, world_size)
+    restart = "; the interrupted epoch restarts from its first step" if changed and state["step_in_epoch"] else ""
+    return (f"  resume           {path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}; "
+            + (f"changed: {'; '.join(changed)}" if changed else "continues exactly") + restart)

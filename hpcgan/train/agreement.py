@@ -53,6 +53,15 @@ EPOCH_ORDER_KEYS = ("train.batch_size", "train.accumulation", "seed", "data.shuf
                     "data.remainder", "data.cache")
 
 
+def resume_changes(meta: dict, cfg: Config, world_size: int) -> list[str]:
+    """What changed since the checkpoint (its config and world size) that decides which samples the steps of
+    an epoch read, as 'key old -> new'. Empty: the run continues exactly where it stopped."""
+    changed = epoch_order_changes(meta.get("config") or {}, cfg)
+    if meta["world_size"] != world_size:
+        changed.insert(0, f"ranks {meta['world_size']} -> {world_size} (RNG streams reseeded)")
+    return changed
+
+
 def epoch_order_changes(old: dict, cfg: Config) -> list[str]:
     """'key old -> new' for each EPOCH_ORDER_KEYS entry that differs from the checkpoint's config."""
     new = cfg.to_dict()

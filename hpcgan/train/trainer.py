@@ -23,7 +23,7 @@ from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
-from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, epoch_order_changes
+from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, resume_changes
 from hpcgan.train.plan import make_plan, validation_samples
 from hpcgan.train.run_dir import RunDir, environment_record
 from hpcgan.train.step import Training, build_training
@@ -307,11 +307,10 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     tr.step_count = meta["step_count"]
     tr.set_lr()
     pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
-    changed = epoch_order_changes(meta["config"] or {}, tr.cfg)
+    changed = resume_changes(meta, tr.cfg, backend.size)
     if meta["world_size"] == backend.size:
         ckpt.set_rng_state(meta["rng"][backend.rank])
     else:
-        changed.insert(0, f"ranks {meta['world_size']} -> {backend.size} (RNG streams reseeded)")
         torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + pos.global_step)
     if changed and pos.step_in_epoch:
         log(f"notice: changed since checkpoint {path}: {'; '.join(changed)}. Resuming mid-epoch would skip or "

@@ -6,6 +6,7 @@ import math
 import re
 
 import pytest
+import torch
 
 from hpcgan.cli.main import main
 from hpcgan.config import load_config, preset_names
@@ -160,3 +161,33 @@ def test_validation_plan_when_ranks_outnumber_samples():
     plan = make_plan(cfg, 1024, 10**5, 600)
     assert plan.val_evaluated == 600 and not plan.errors
     assert any("424 rank(s) evaluate none" in m for m in plan.notices)
+
+
+@pytest.mark.timeout(300)
+def test_dry_run_previews_the_resume(tmp_path, crf_data, capsys):
+    """With a checkpoint in the run directory the dry run says what resuming would do: continue exactly,
+    restart the interrupted epoch (other batch size or rank count), or stop (other training data)."""
+    from hpcgan.runtime import signals
+    from hpcgan.runtime.backend import LocalBackend
+    from hpcgan.runtime.env import ProcessInfo
+    from hpcgan.train.trainer import train
+
+    from conftest import TINY, tiny_config, write_crf
+
+    cfg = tiny_config(tmp_path, crf_data, "train.batch_size=4", "train.max_steps=3")
+    try:
+        assert train(cfg, LocalBackend(ProcessInfo(), torch.device("cpu"))) == 0
+    finally:
+        signals.uninstall()
+        signals.reset()
+    base = ["train", "--config", "crf-small", "--backend", "local", *TINY, "data.val_path=", f"run_dir={cfg.run_dir}",
+            "--dry-run", "--world-size", "1,2"]
+    assert main(base + [f"data.path={crf_data}", "train.batch_size=4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("step 3; ") == 2 and "epoch 1, step 3; continues exactly" in out
+    assert "changed: ranks 1 -> 2 (RNG streams reseeded); the interrupted epoch restarts from its first step" in out
+    assert main(base + [f"data.path={crf_data}", "train.batch_size=2"]) == 0
+    assert "changed: train.batch_size 4 -> 2; the interrupted epoch restarts" in capsys.readouterr().out
+    other = write_crf(tmp_path / "other.h5", 24)
+    assert main(base + [f"data.path={other}", "train.batch_size=4"]) == 2
+    assert "resume needs the same training data" in capsys.readouterr().err
