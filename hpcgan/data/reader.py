@@ -20,9 +20,9 @@ order) and shuffles inside it each epoch, as MLPerf HPC runs staged a local
 shard per node: every sample is still read exactly once per epoch across ranks,
 but the dropped/padded remainder is the same every epoch.
 
-Evaluation (eval_batches) reads every sample exactly once at any rank count:
-rank r takes a contiguous share (eval_share) whose size differs from the
-others' by at most one, so no sample is dropped or counted twice.
+Evaluation (eval_batches) reads every evaluated sample exactly once at any rank
+count: rank r takes a contiguous run of them (eval_share) whose length differs
+from the others' by at most one, so no sample is dropped or counted twice.
 """
 from __future__ import annotations
 
