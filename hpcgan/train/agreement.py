@@ -2,7 +2,7 @@
 statistics equal on every rank, and a resume that does not silently change what an epoch reads.
 
 Each check is collective or works on broadcast values, so every rank reaches the same verdict and an
-error is an AgreedError: every rank exits 2 with the same line, nobody is left waiting in a collective.
+error is an AgreedError: rank 0 prints one line, every rank exits 2, nobody is left waiting in a collective.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def agree_on_data(backend: Backend, readers: dict[str, ShardedReader]) -> dict[s
     """Check that every rank resolved the same files with the same sizes (one allgather of digests).
 
     A glob resolved while files are still being written, or a stale copy on one node, would give ranks
-    different step counts and a hang at the end of the first epoch; instead every rank stops with the same
-    line. Returns the fingerprints (kept in checkpoints, compared on resume)."""
+    different step counts and a hang at the end of the first epoch; instead every rank stops (exit 2, one line
+    from rank 0). Returns the fingerprints (kept in checkpoints, compared on resume)."""
     prints = {key: r.fingerprint() for key, r in readers.items()}
     digests = backend.allgather_object({key: p["digest"] for key, p in prints.items()})
     for key in prints:
