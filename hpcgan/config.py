@@ -47,11 +47,12 @@ class TrainConfig:
     epochs: int = 1  # passes over the training set
     batch_size: int = 8  # per rank, per accumulation step
     accumulation: int = 1  # micro-batches summed before each optimizer step
-    lr_g: float = 2e-4  # generator learning rate at one rank (scaled by ranks)
-    lr_d: float = 2e-4  # discriminator learning rate at one rank (scaled by ranks)
+    lr_g: float = 2e-4  # generator learning rate for one batch_size batch (scaled, see train/schedule.py)
+    lr_d: float = 2e-4  # discriminator learning rate for one batch_size batch (scaled likewise)
     betas: tuple = (0.5, 0.999)  # Adam betas for both networks
-    lr_scaling: str = "linear"  # linear | sqrt | none: LR x f(world size)
-    warmup_steps: int = 0  # linear LR warm-up from the one-rank LR
+    lr_scaling: str = "sqrt"  # sqrt | linear | none: LR x f(ranks x accumulation); sqrt suits Adam
+    warmup_samples: int = 0  # linear LR warm-up over this many training samples (the same at any rank count)
+    warmup_steps: int = 0  # older form: warm-up in optimizer steps (shrinks with ranks); use warmup_samples
     d_steps: int = 1  # discriminator steps per generator step
     amp: str = "auto"  # auto | off | bf16 | fp16 (auto: bf16 on Ampere+, fp16 on Pascal/Volta, off on CPU)
     channels_last: bool = True  # NHWC memory format for convnets on GPU
@@ -61,7 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
     keep_checkpoints: int = 3  # keep the last k checkpoints
     log_every: int = 10  # steps between metric reductions/logging
-    val_batches: int = 0  # validation batches per rank per epoch (0: all)
+    val_batches: int = 0  # validation samples per epoch: val_batches x batch_size, evenly spaced (0: all)
     nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss does
     figures: bool = True  # per-epoch sample figures and TensorBoard images
     fault: str = ""  # fault injection for tests: "RANK:STEP:raise|exit|hang"
@@ -76,6 +77,10 @@ class TrainConfig:
         _choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
         _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        if self.warmup_samples and self.warmup_steps:
+            raise UserError(f"config keys train.warmup_samples and train.warmup_steps: set one, not both "
+                            f"(got {self.warmup_samples} and {self.warmup_steps}); warmup_samples means the same "
+                            "at any rank count")
         if len(self.betas) != 2:
             raise UserError(f"config key train.betas: expected two numbers, got {list(self.betas)}")
         for i, beta in enumerate(self.betas):  # Adam's moment decay rates

@@ -9,7 +9,8 @@ class UserError(Exception):
 
 
 class AgreedError(UserError):
-    """A UserError every rank has learned of in one collective (Backend.agree).
+    """A UserError every rank has learned of together: in one collective (Backend.agree), or decided from
+    inputs every rank shares (a plan from agreed dataset sizes, gathered fingerprints, a broadcast checkpoint).
 
     Nobody is left waiting in a collective, so the job ends cleanly: rank 0 prints
     `lines` (one per distinct message), every rank shuts its backend down and exits 2.

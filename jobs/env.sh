@@ -6,9 +6,15 @@
 #                Cray MPICH through srun's default PMI, NCCL on the Aries network (ipogif0), CUDA MPS
 #   generic-gpu  a SLURM GPU cluster: one task per GPU (submit with --gpus-per-task=1), srun --mpi=pmix,
 #                the venv in HPCGAN_VENV (or whatever python/hpcgan is first on PATH)
+#   alps         CSCS Alps (GH200 nodes, four GPUs each, Slingshot): one task per GPU, NCCL through the
+#                site's aws-ofi-nccl libfabric plugin, the software from a uenv or a container.
+#                NOT YET RUN on the real machine: written from CSCS's documentation; check it on a first job.
+# The GPU profiles train with device=cuda: a rank that sees no GPU (a forgotten --gpus-per-task) stops
+# the job with a one-line error (exit 2) instead of training on the CPU for the whole allocation.
 #
 # Variables a user may set before sbatch (sbatch exports the submitting environment):
-#   HPCGAN_PROFILE           local | daint | generic-gpu
+#   HPCGAN_PROFILE           local | daint | generic-gpu | alps
+#   HPCGAN_DEVICE            auto | cpu | cuda (default: cuda under the GPU profiles, auto under local)
 #   HPCGAN_HOME              repository root (default: found from the submitted script's path)
 #   HPCGAN_WORKDIR           where the step runs; relative paths in presets (data/, runs/) resolve here
 #                            (default: the directory sbatch was called from)
@@ -65,6 +71,7 @@ case $HPCGAN_PROFILE in
     local)
         HPCGAN_VENV=${HPCGAN_VENV:-$HPCGAN_HOME/.venv}
         HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-pmix}
+        HPCGAN_DEVICE=${HPCGAN_DEVICE:-auto}
         ;;
     daint)
         # Cray XC50: one P100 per node, so one rank per node and 12 cores for it (submit with -C gpu).
@@ -82,6 +89,7 @@ case $HPCGAN_PROFILE in
         export MPICH_MAX_THREAD_SAFETY=multiple
         HPCGAN_VENV=${HPCGAN_VENV:-}
         HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-}
+        HPCGAN_DEVICE=${HPCGAN_DEVICE:-cuda}
         if [ "${SLURM_NTASKS_PER_NODE:-1}" != 1 ] || [ "${SLURM_CPUS_PER_TASK:-0}" != 12 ]; then
             echo "hpcgan env: daint runs one rank per node with 12 cores: submit with" \
                  "sbatch -C gpu --ntasks-per-node=1 --cpus-per-task=12 -N NODES ..." >&2
@@ -92,13 +100,33 @@ case $HPCGAN_PROFILE in
         export HOROVOD_GPU_OPERATIONS=${HOROVOD_GPU_OPERATIONS:-NCCL}
         HPCGAN_VENV=${HPCGAN_VENV:-}
         HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-pmix}
+        HPCGAN_DEVICE=${HPCGAN_DEVICE:-cuda}
+        ;;
+    alps)
+        # CSCS Alps: GH200 nodes with four GPUs and four Slingshot NICs; not yet run on the real machine.
+        # NCCL must use the aws-ofi-nccl plugin (a uenv or the container engine's hook provides it):
+        # NCCL_NET makes a job without the plugin fail at start instead of crawling over TCP. The other
+        # values are the ones CSCS documents for NCCL on Slingshot; a container hook's own values win.
+        export NCCL_NET=${NCCL_NET:-AWS Libfabric}
+        export NCCL_NET_GDR_LEVEL=${NCCL_NET_GDR_LEVEL:-PHB}
+        export FI_CXI_DISABLE_HOST_REGISTER=${FI_CXI_DISABLE_HOST_REGISTER:-1}
+        export FI_MR_CACHE_MONITOR=${FI_MR_CACHE_MONITOR:-userfaultfd}
+        export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+        export HOROVOD_GPU_OPERATIONS=${HOROVOD_GPU_OPERATIONS:-NCCL}
+        export MPICH_GPU_SUPPORT_ENABLED=${MPICH_GPU_SUPPORT_ENABLED:-0}   # MPI carries control messages only
+        HPCGAN_VENV=${HPCGAN_VENV:-}
+        HPCGAN_SRUN_MPI=${HPCGAN_SRUN_MPI-}   # the site's default PMI
+        HPCGAN_DEVICE=${HPCGAN_DEVICE:-cuda}
+        if [ "${SLURM_NTASKS_PER_NODE:-4}" != 4 ]; then
+            echo "hpcgan env: alps nodes have four GPUs: submit with --ntasks-per-node=4 --gpus-per-task=1" >&2
+        fi
         ;;
     *)
-        echo "hpcgan env: HPCGAN_PROFILE=$HPCGAN_PROFILE: expected local, daint or generic-gpu" >&2
+        echo "hpcgan env: HPCGAN_PROFILE=$HPCGAN_PROFILE: expected local, daint, generic-gpu or alps" >&2
         exit 2
         ;;
 esac
-export HPCGAN_VENV HPCGAN_SRUN_MPI
+export HPCGAN_VENV HPCGAN_SRUN_MPI HPCGAN_DEVICE
 
 if [ -n "$HPCGAN_VENV" ]; then
     if [ ! -x "$HPCGAN_VENV/bin/hpcgan" ]; then
@@ -115,6 +143,11 @@ if [ -z "$HPCGAN" ]; then
 fi
 
 cd "$HPCGAN_WORKDIR" || { echo "hpcgan env: HPCGAN_WORKDIR=$HPCGAN_WORKDIR does not exist" >&2; exit 2; }
+
+# SIGTERM reaches the batch shell too (preemption, time limit, scancel). Untrapped, it ends the shell at
+# once, and hpcgan_finish never requeues. Trapped, bash first waits for the step (whose ranks checkpoint
+# and exit 75 on the same TERM), then runs the trap, then goes on to hpcgan_finish.
+trap 'echo "hpcgan job: SIGTERM to the batch script: waiting for the step to checkpoint and exit" >&2' TERM
 
 # After the step: requeue when it stopped for preemption, within the cap; else exit with its code.
 # Preemption shows as exit 75 or as the marker rank 0 writes after its checkpoint: under

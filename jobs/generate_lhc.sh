@@ -28,5 +28,5 @@ if [ -d "$HPCGAN_CHECKPOINT" ]; then run=$HPCGAN_CHECKPOINT; else run=$(dirname 
 HPCGAN_OUT=${HPCGAN_OUT:-$run/generated-$SLURM_JOB_ID.h5}
 
 srun ${HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI} --kill-on-bad-exit=1 --open-mode=append -u \
-    "$HPCGAN" generate --checkpoint "$HPCGAN_CHECKPOINT" --config lhc --data "$HPCGAN_DATA" --out "$HPCGAN_OUT" "$@"
+    "$HPCGAN" generate --device "$HPCGAN_DEVICE" --checkpoint "$HPCGAN_CHECKPOINT" --config lhc --data "$HPCGAN_DATA" --out "$HPCGAN_OUT" "$@"
 hpcgan_finish $?

@@ -33,5 +33,5 @@ if [ "${HPCGAN_INFO:-0}" = 1 ]; then   # where every rank landed (rank, local ra
 fi
 # shellcheck disable=SC2086  # HPCGAN_OVERRIDES is a space-separated list on purpose
 srun ${HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI} --kill-on-bad-exit=1 --open-mode=append -u \
-    "$HPCGAN" train --config "$HPCGAN_CONFIG" run_dir="$HPCGAN_RUN_DIR" $HPCGAN_OVERRIDES "$@"
+    "$HPCGAN" train --config "$HPCGAN_CONFIG" --device "$HPCGAN_DEVICE" run_dir="$HPCGAN_RUN_DIR" $HPCGAN_OVERRIDES "$@"
 hpcgan_finish $?

@@ -17,22 +17,24 @@ from hpcgan.runtime.backend import Backend
 
 def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -> None:
     """Open the training and validation data as the trainer will (files, schema, finite values
-    when data.check_finite scans on open, fit to the workload, at least one step per epoch)
+    when data.check_finite scans on open, fit to the workload, the plan's errors at this world size)
     and check that an explicit --resume path exists (rank 0 reads checkpoints)."""
+    from hpcgan.train.plan import make_plan
     from hpcgan.train.trainer import make_reader
     from hpcgan.workloads.registry import get_workload
 
     workload = get_workload(cfg)
+    sizes: dict[str, int] = {}
     for key, path, train in (("data.path", cfg.data.path, True), ("data.val_path", cfg.data.val_path, False)):
         if not path and not train:
             continue
         if not path:
             raise UserError(f"config key {key}: empty (expected an HDF5 file or a glob such as data/crf-*.h5)")
-        with make_reader(cfg, backend, path, train=train) as reader:
+        with make_reader(cfg, backend.rank, backend.size, path, train=train) as reader:
             workload.check_dataset(reader.attrs, path)
-            if train and reader.steps_per_epoch // cfg.train.accumulation < 1:
-                raise UserError(f"{key} {path}: {reader.num_samples} samples are fewer than one global batch "
-                                f"({cfg.global_batch(backend.size)} = batch_size x accumulation x "
-                                f"{backend.size} ranks)")
+            sizes[key] = reader.num_samples
+    plan = make_plan(cfg, backend.size, sizes["data.path"], sizes.get("data.val_path", 0))
+    if plan.errors:  # the trainer's own plan: steps per epoch, accumulation (see --dry-run --world-size N)
+        raise UserError(plan.errors[0])
     if backend.is_root and resume not in ("auto", "never") and not Path(resume).exists():
         raise UserError(f"--resume {resume}: no such checkpoint file or run directory")

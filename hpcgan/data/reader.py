@@ -4,7 +4,8 @@ Each epoch every rank computes the same global order of sample indices from
 (seed, epoch): the dataset is cut into blocks of `shuffle_block` consecutive
 samples and the blocks are permuted. The order is cut to a multiple of
 size x batch_size (remainder dropped, or padded by wrapping around: the same on
-every rank) and into `size` contiguous equal parts; rank r reads only part r.
+every rank) and into `size` contiguous equal parts; rank r reads only part r
+(shard_steps gives the batches per rank, for the dry run's plan too).
 Inside its part, samples are permuted within windows of about
 SHUFFLE_BUFFER_BLOCKS blocks (a bounded shuffle buffer, whole batches). The
 reader reads whole windows at once: their indices sort into runs of
@@ -18,10 +19,15 @@ With cache=True a rank keeps a fixed shard in memory (part r of the epoch-0
 order) and shuffles inside it each epoch, as MLPerf HPC runs staged a local
 shard per node: every sample is still read exactly once per epoch across ranks,
 but the dropped/padded remainder is the same every epoch.
+
+Evaluation (eval_batches) reads every evaluated sample exactly once at any rank
+count: rank r takes a contiguous run of them (eval_share) whose length differs
+from the others' by at most one, so no sample is dropped or counted twice.
 """
 from __future__ import annotations
 
 import glob as globlib
+import hashlib
 import logging
 import math
 import os
@@ -80,6 +86,22 @@ def window_samples(shuffle_block: int, batch_size: int) -> int:
     return -(-shuffle_block * SHUFFLE_BUFFER_BLOCKS // batch_size) * batch_size
 
 
+def shard_steps(n: int, size: int, batch_size: int, remainder: str) -> int:
+    """Batches each rank reads per epoch: n over size x batch_size, rounded down (drop) or up (pad)."""
+    unit = size * batch_size
+    return n // unit if remainder == "drop" else -(-n // unit)
+
+
+def eval_share(n: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of rank's share when each of n samples is evaluated exactly once.
+
+    Shares differ by at most one sample, the larger ones first, so rank 0 has a
+    sample whenever n >= 1; when n < size the last ranks have none."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
 def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool, shuffle_block: int,
                remainder: str) -> np.ndarray:
     """(size, steps, batch_size) global indices: rank r reads plan[r]. Same on every rank.
@@ -87,7 +109,7 @@ def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffl
     The block order is cut to whole steps (drop) or wrapped around (pad), split into `size`
     contiguous parts, and each part is shuffled inside windows of window_samples() positions."""
     unit = size * batch_size
-    steps = n // unit if remainder == "drop" else -(-n // unit)
+    steps = shard_steps(n, size, batch_size, remainder)
     parts = np.resize(epoch_order(n, seed, epoch, shuffle, shuffle_block), steps * unit).reshape(size, -1)
     if shuffle and parts.size:
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 1])
@@ -174,10 +196,9 @@ class ShardedReader:
         """Steps per epoch and what happens to the samples beyond a multiple of size x batch."""
         n, size, batch = self.num_samples, self.size, self.batch_size
         unit = size * batch
-        steps = n // unit if self.remainder == "drop" else -(-n // unit)
-        if steps == 0:
-            raise UserError(f"{self.name}: {n} samples cannot fill one batch of {batch} "
-                            f"on each of {size} ranks (use a smaller batch or data.remainder=pad)")
+        steps = shard_steps(n, size, batch, self.remainder)
+        if steps == 0:  # an error only when an epoch is read: evaluation (eval_batches) still works
+            return 0, ""
         used = steps * unit
         if used < n:
             return steps, (f"{self.name}: dropping {n - used} of {n} samples per epoch "
@@ -215,6 +236,9 @@ class ShardedReader:
     # --- the epoch plan ---------------------------------------------------------
     def batch_indices(self, epoch: int, start_step: int = 0) -> np.ndarray:
         """(steps_per_epoch - start_step, batch_size) global sample indices this rank reads in `epoch`."""
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{self.name}: {self.num_samples} samples cannot fill one batch of {self.batch_size} "
+                            f"on each of {self.size} ranks (use a smaller batch or data.remainder=pad)")
         if not 0 <= start_step <= self.steps_per_epoch:
             raise UserError(f"reader: start_step {start_step} outside 0..{self.steps_per_epoch}")
         if self.cache:
@@ -232,6 +256,35 @@ class ShardedReader:
     def epoch(self, epoch: int, start_step: int = 0) -> "EpochIterator":
         """Iterator over this rank's batches of `epoch`, from `start_step` on (skipped batches are not read)."""
         return EpochIterator(self, self.batch_indices(epoch, start_step))
+
+    def eval_batches(self, limit: int = 0) -> "EpochIterator":
+        """This rank's share of `limit` evenly spaced samples (0: all), in file order, each read once across
+        ranks at any rank count (eval_share): the samples a 1-rank evaluation sees. Evenly spaced, not the
+        first `limit`, so a file sorted by time or by run is not judged on its start. The last batch may be
+        short and a rank may have none; the padding that keeps the index array rectangular is never returned."""
+        total = self.num_samples
+        n = min(limit, total) if limit > 0 else total
+        start, stop = eval_share(n, self.rank, self.size)
+        steps = -(-(stop - start) // self.batch_size)
+        idx = np.arange(start, stop, dtype=np.int64) * total // max(n, 1)
+        padded = np.pad(idx, (0, steps * self.batch_size - len(idx)), mode="edge") if len(idx) else idx
+        counts = np.minimum(self.batch_size, len(idx) - self.batch_size * np.arange(steps))
+        return EpochIterator(self, padded.reshape(steps, self.batch_size), counts=counts, use_cache=False)
+
+    def fingerprint(self) -> dict:
+        """What identifies this dataset without reading samples: its files with their byte sizes and sample
+        counts, and a digest of those and of every file's attributes (shapes, channels, statistics,
+        provenance). Ranks compare digests before training, so a glob resolved while files appear (or a
+        stale copy on one node) stops the job instead of hanging it at the end of an epoch."""
+        files = [(p, os.path.getsize(p), int(a["n"])) for p, a in zip(self.paths, self.file_attrs)]
+        h = hashlib.sha1(repr(files).encode())
+        for a in self.file_attrs:
+            for k in sorted(a):
+                v = a[k]
+                if isinstance(v, dict) and v and all(isinstance(x, np.ndarray) for x in v.values()):
+                    v = {sk: v[sk].tolist() for sk in sorted(v)}
+                h.update(repr((k, v)).encode())
+        return {"files": files, "samples": self.num_samples, "digest": h.hexdigest()}
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -325,9 +378,13 @@ _END = object()
 class EpochIterator:
     """Batches of one epoch, produced by a background thread into a bounded queue."""
 
-    def __init__(self, reader: ShardedReader, batches: np.ndarray):
+    def __init__(self, reader: ShardedReader, batches: np.ndarray, counts: np.ndarray | None = None,
+                 use_cache: bool = True):
         self.reader = reader
         self.batches = batches
+        # Samples of each batch to return (the rest is padding); whole batches unless given.
+        self.counts = np.full(len(batches), reader.batch_size) if counts is None else np.asarray(counts)
+        self.use_cache = use_cache and reader.cache
         self._remaining = len(batches)
         self._queue: queue.Queue = queue.Queue(maxsize=reader.prefetch)
         self._stop = threading.Event()
@@ -395,7 +452,7 @@ class EpochIterator:
         r = self.reader
         files: dict = {}
         try:
-            if r.cache:
+            if self.use_cache:
                 self._produce_cached(files)
             else:
                 per_group = self.group_batches()
@@ -404,7 +461,7 @@ class EpochIterator:
                     uniq, inv = np.unique(group.ravel(), return_inverse=True)
                     xin, xout = r.read_sorted(uniq, files, check=r.check_finite == "batch")
                     for j in range(len(group)):
-                        sel = inv[j * r.batch_size:(j + 1) * r.batch_size]
+                        sel = inv[j * r.batch_size:(j * r.batch_size + self.counts[g + j])]
                         if not self._put(self._tensors(xin[sel], xout[sel])):
                             return
             self._put(_END)
@@ -422,8 +479,8 @@ class EpochIterator:
             xin, xout = r.read_sorted(uniq, files, check=r.check_finite == "batch")
             r._cached = (uniq, xin, xout)
         uniq, xin, xout = r._cached
-        for batch in self.batches:
-            pos = np.searchsorted(uniq, batch)
+        for batch, count in zip(self.batches, self.counts):
+            pos = np.searchsorted(uniq, batch[:count])
             if not self._put(self._tensors(xin[pos], xout[pos])):
                 return
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -155,10 +156,23 @@ class Backend(ABC):
         """
         if self.size == 1:
             return
+        self._average_fused({group: [p.grad for p in params if p.grad is not None]
+                             for group, params in groups.items()})
+
+    def average_buffers(self, module: torch.nn.Module, group: str = "buffers") -> None:
+        """Average floating-point buffers over ranks: BatchNorm running statistics, which each rank
+        accumulates from its own shard. Afterwards every rank validates with, and rank 0 checkpoints,
+        the same model. Integer buffers (num_batches_tracked) are equal on every rank already."""
+        if self.size == 1:
+            return
+        self._average_fused({group: [b for b in module.buffers() if b.is_floating_point()]})
+
+    def _average_fused(self, groups: dict[str, list[torch.Tensor]]) -> None:
+        """In-place mean over ranks of every tensor, fused into flat buckets (one allreduce each); every
+        bucket of every group is issued before any is waited for."""
         pending = []
-        for group, params in groups.items():
-            grads = [p.grad for p in params if p.grad is not None]
-            for i, bucket in enumerate(_buckets(grads, BUCKET_BYTES)):
+        for group, tensors in groups.items():
+            for i, bucket in enumerate(_buckets(tensors, BUCKET_BYTES)):
                 flat = self._flat_buffer(f"{group}.{i}", bucket)
                 torch.cat([g.reshape(-1) for g in bucket], out=flat)
                 pending.append((bucket, flat, self.allreduce_async_(flat, op="mean", name=f"{group}.{i}")))
@@ -187,6 +201,34 @@ class Backend(ABC):
         for name, t in module.state_dict().items():
             if t.is_floating_point() or t.dtype in (torch.int64, torch.int32):
                 self.broadcast_(t, root=root, name=f"param.{name}")
+
+    def run_on_root(self, work: Callable[[], Any] | None, root: int = 0, poll_s: float = 1.0) -> None:
+        """Run `work` on root (slow file I/O: a large checkpoint written to a parallel file system, checkpoints
+        hashed on resume) while every rank waits in one tiny allreduce per `poll_s`, never in one collective
+        as long as the work: that would trip Horovod's stall shutdown or torch's collective timeout
+        (jobs/env.sh sets both to 120 s). Other ranks pass None. An exception in `work` is raised on root
+        after the wait; ends like a barrier: no rank leaves before root's work is done."""
+        if self.size == 1:
+            if work is not None:
+                work()
+            return
+        failures: list[BaseException] = []
+        thread = None
+        if self.rank == root and work is not None:
+            def target() -> None:
+                try:
+                    work()
+                except BaseException as e:  # raised again on root's main thread below
+                    failures.append(e)
+            thread = threading.Thread(target=target, name="hpcgan-root-work", daemon=True)
+            thread.start()
+        while True:
+            if thread is not None:
+                thread.join(timeout=poll_s)
+            if not self.any(thread is not None and thread.is_alive()):
+                break
+        if failures:
+            raise failures[0]
 
     def broadcast_optimizer(self, optimizer: torch.optim.Optimizer, root: int = 0) -> None:
         if self.size == 1:

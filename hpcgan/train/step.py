@@ -14,9 +14,8 @@ Precision (autocast dtype, fp32 parts) comes from the workload's policy: hpcgan/
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from hpcgan.config import Config
 from hpcgan.runtime.backend import Backend
 from hpcgan.train.losses import GANLoss
+from hpcgan.train.schedule import lr_factor
 from hpcgan.workloads import Workload, get_workload, precision
 
 
@@ -32,15 +32,6 @@ def amp_dtype(choice: str, device: torch.device, workload: Workload | None = Non
     """train.amp -> autocast dtype under the workload's precision policy (precision.resolve)."""
     policy = workload.precision if workload is not None else precision.Precision()
     return precision.resolve(choice, device, policy, workload.name if workload is not None else "")
-
-
-def lr_factor(cfg: Config, world_size: int, step: int) -> float:
-    """LR multiplier: scaled by world size (linear or sqrt), reached by linear warm-up from 1."""
-    scaled = {"linear": float(world_size), "sqrt": math.sqrt(world_size), "none": 1.0}[cfg.train.lr_scaling]
-    warm = cfg.train.warmup_steps
-    if warm > 0 and step < warm:
-        return 1.0 + (scaled - 1.0) * step / warm
-    return scaled
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -77,6 +68,7 @@ class Training:
     scaler: torch.amp.GradScaler
     channels_last: bool = False
     step_count: int = 0  # optimizer steps taken (drives the LR schedule)
+    data: dict = field(default_factory=dict)  # the training data's fingerprint (files, samples), checked on resume
     sync_timer: "DeviceTimer" = None  # type: ignore[assignment]  # time in gradient sync, read per log interval
 
     def __post_init__(self) -> None:

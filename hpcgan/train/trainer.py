@@ -15,15 +15,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from hpcgan.config import Config
 from hpcgan.data.reader import ShardedReader
-from hpcgan.errors import UserError
+from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
+from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, resume_changes
+from hpcgan.train.plan import make_plan, validation_samples
 from hpcgan.train.run_dir import RunDir, environment_record
 from hpcgan.train.step import Training, build_training
 
@@ -69,12 +72,14 @@ class NonFiniteModel(RuntimeError):
     """The weights about to be checkpointed are not finite (never written)."""
 
 
-def make_reader(cfg: Config, backend: Backend, path: str, train: bool) -> ShardedReader:
+def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_memory: bool = False) -> ShardedReader:
+    """Rank `rank` of `size`'s reader (integers, so the dry run can open one for any world size).
+    Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache."""
     return ShardedReader(
-        path, backend.rank, backend.size, cfg.train.batch_size, cfg.seed,
+        path, rank, size, cfg.train.batch_size, cfg.seed,
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
-        remainder=cfg.data.remainder if train else "drop", pin_memory=backend.device.type == "cuda")
+        remainder=cfg.data.remainder, pin_memory=pin_memory)
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
@@ -84,17 +89,20 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
     log(f"hpcgan train: workload {cfg.workload}, {backend.size} rank(s), backend {backend.describe()}, "
         f"device {backend.device}, global batch {cfg.global_batch(backend.size)}, run dir {cfg.run_dir}")
 
-    # Section: data and models.
-    reader = make_reader(cfg, backend, cfg.data.path, train=True)
-    val_reader = make_reader(cfg, backend, cfg.data.val_path, train=False) if cfg.data.val_path else None
-    if reader.remainder_note:
-        log(reader.remainder_note)
+    # Section: data, the plan at this world size (the dry run prints the same), models.
+    pin = backend.device.type == "cuda"
+    reader = make_reader(cfg, backend.rank, backend.size, cfg.data.path, train=True, pin_memory=pin)
+    val_reader = (make_reader(cfg, backend.rank, backend.size, cfg.data.val_path, train=False, pin_memory=pin)
+                  if cfg.data.val_path else None)
+    data = agree_on_data(backend, {"data.path": reader, **({"data.val_path": val_reader} if val_reader else {})})
+    plan = make_plan(cfg, backend.size, reader.num_samples, val_reader.num_samples if val_reader else 0)
+    for line in plan.lines(cfg):
+        log(line)
+    plan.check()
     tr = build_training(cfg, backend, log)
     tr.workload.check_dataset(reader.attrs, cfg.data.path)
-    steps_per_epoch = reader.steps_per_epoch // cfg.train.accumulation
-    if steps_per_epoch < 1:
-        raise UserError(f"data.path {cfg.data.path}: {reader.num_samples} samples are fewer than one global batch "
-                        f"({cfg.global_batch(backend.size)} = batch_size x accumulation x {backend.size} ranks)")
+    tr.data = data["data.path"]
+    steps_per_epoch = plan.steps_per_epoch
 
     # Section: resume.
     pos = resume_training(tr, run, resume, log)
@@ -245,24 +253,32 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
 
 @torch.no_grad()
 def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step: int, log) -> dict:
-    """Held-out metrics averaged over batches and ranks; figures from rank 0's first batch."""
-    limit = tr.cfg.train.val_batches or reader.steps_per_epoch
-    n = min(limit, reader.steps_per_epoch)
-    if n == 0:
-        log(f"warning: data.val_path has too few samples for one batch per rank; validation skipped")
-        return {}
-    sums: dict[str, float] = {}
-    for i, (x, y) in enumerate(reader.epoch(0)):
-        if i >= n:
-            break
+    """Held-out metrics of the same samples at any rank count: each rank evaluates its share (uneven, maybe
+    empty; reader.eval_batches), the workload's per-sample sums are added over ranks in one gather, and the
+    metrics come from the totals. Figures from rank 0's first batch."""
+    agree_on_buffers(tr)
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    for i, (x, y) in enumerate(reader.eval_batches(validation_samples(tr.cfg, reader.num_samples))):
         cond, real = tr.workload.prepare(x, y, tr.device)
         fake = tr.generate(cond)
-        for k, v in tr.workload.validation_metrics(cond, real, fake).items():
-            sums[k] = sums.get(k, 0.0) + v / n
+        for k, v in tr.workload.validation_sums(cond, real, fake).items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += len(x)
         if i == 0 and tr.backend.is_root and tr.cfg.train.figures:
             tr.workload.write_figures(run.figures, f"epoch{epoch + 1:03d}", cond.cpu(), real.cpu(), fake.cpu(),
                                       tb_writer=run.tensorboard(), step=step)
-    metrics = tr.backend.allreduce_scalars(sums, op="mean")
+    # Objects, not a tensor allreduce: a rank without samples has no metric names to contribute.
+    totals: dict[str, np.ndarray] = {}
+    total_count = 0
+    for rank_sums, rank_count in tr.backend.allgather_object((sums, count)):
+        total_count += rank_count
+        for k, v in rank_sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+    if total_count == 0:
+        log("notice: data.val_path has no samples to evaluate; validation skipped")
+        return {}
+    metrics = tr.workload.validation_finish(totals, total_count)
     run.log_metrics({"kind": "val", "step": step, "epoch": epoch + 1, **metrics}, step)
     log(f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return metrics
@@ -276,21 +292,23 @@ def checkpoint_state(tr: Training, pos: Position) -> dict:
         "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(), "scaler": tr.scaler.state_dict(),
         "rng": rngs, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
         "step_count": tr.step_count, "world_size": tr.backend.size, "workload": tr.cfg.workload,
-        "config": tr.cfg.to_dict(),
+        "config": tr.cfg.to_dict(), "data": tr.data,
     }
 
 
 def save(tr: Training, run: RunDir, pos: Position) -> None:
-    """All ranks call; rank 0 writes; a barrier so nobody races ahead of (or exits before) the write.
+    """All ranks call; rank 0 writes while the others wait in short polls (no long barrier to time out);
+    nobody races ahead of, or exits before, the write.
 
     Non-finite weights are never written (every rank holds the same weights, so all raise together)."""
+    agree_on_buffers(tr)
     if not _finite_weights(tr):
         raise NonFiniteModel(f"the weights at global step {pos.global_step} are not finite: checkpoint not written, "
                              "the last one is intact (lower train.lr_g/train.lr_d)")
     state = checkpoint_state(tr, pos)
-    if tr.backend.is_root:
-        ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
-    tr.backend.barrier()
+    tr.backend.run_on_root(
+        (lambda: ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints))
+        if tr.backend.is_root else None)
 
 
 def _finite_weights(tr: Training) -> bool:
@@ -320,21 +338,26 @@ def _env(name: str) -> str | None:
 def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     """Load a checkpoint on rank 0 and broadcast it; `resume` is auto, never, or a path."""
     backend = tr.backend
-    path = None
-    if backend.is_root and resume != "never":
-        if resume == "auto":
-            path = ckpt.find_resume_checkpoint(run.checkpoints, log)
-        else:
-            path = ckpt.resolve_checkpoint(resume)
-    path = backend.broadcast_object(str(path) if path else None)
+    found: dict = {"path": None, "state": None}
+
+    def find_and_load() -> None:  # rank 0 only: verifying candidates reads and hashes whole checkpoints
+        path = (ckpt.find_resume_checkpoint(run.checkpoints, log) if resume == "auto"
+                else ckpt.resolve_checkpoint(resume))
+        if path is not None:
+            found.update(path=path, state=ckpt.load_checkpoint(Path(path)))
+
+    backend.run_on_root(find_and_load if backend.is_root and resume != "never" else None)
+    path = backend.broadcast_object(str(found["path"]) if found["path"] else None)
     if path is None:
         return Position()
-    state = ckpt.load_checkpoint(Path(path)) if backend.is_root else None
+    state = found["state"]
     meta = backend.broadcast_object(None if state is None else {
-        k: state[k] for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
-                              "scaler", "workload")})
+        k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
+                                  "scaler", "workload", "config", "data")})
     if meta["workload"] != tr.cfg.workload:
-        raise UserError(f"checkpoint {path}: trained workload {meta['workload']!r}, config says {tr.cfg.workload!r}")
+        raise AgreedError([f"checkpoint {path}: trained workload {meta['workload']!r}, "
+                           f"config says {tr.cfg.workload!r}"])
+    check_same_training_data(path, meta["data"], tr.data, tr.cfg.data.path)
     if backend.is_root:
         ckpt.unwrap(tr.G).load_state_dict(state["G"])
         ckpt.unwrap(tr.D).load_state_dict(state["D"])
@@ -348,12 +371,17 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     tr.step_count = meta["step_count"]
     tr.set_lr()
     pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
+    changed = resume_changes(meta, tr.cfg, backend.size)
     if meta["world_size"] == backend.size:
         ckpt.set_rng_state(meta["rng"][backend.rank])
     else:
-        log(f"notice: checkpoint was written by {meta['world_size']} ranks, now {backend.size}: "
-            "RNG streams reseeded and the interrupted epoch restarts from its first step")
         torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + pos.global_step)
+    if changed and pos.step_in_epoch:
+        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)}. Resuming mid-epoch would skip or "
+            f"repeat samples, so epoch {pos.epoch + 1} restarts from its first step")
         pos.step_in_epoch = 0
+    elif changed:
+        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)} (at an epoch boundary: the next epoch "
+            "uses the new values)")
     log(f"resumed from {path}: epoch {pos.epoch}, step {pos.step_in_epoch} of the epoch, global step {pos.global_step}")
     return pos

@@ -45,9 +45,21 @@ class Workload(ABC):
     def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
         """Generated model-space tensor -> target in file units (for `hpcgan generate`)."""
 
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+        """Sums over the batch's samples of additive statistics (float64 scalars or arrays). The trainer adds
+        them over batches and ranks and validation_finish turns the totals into metrics: sums, not means of
+        per-batch or per-rank means, so short batches and uneven shares weigh every sample once and any rank
+        count gives a 1-rank evaluation's numbers."""
+        diff = (fake.detach().double() - real.detach().double()).flatten(1)
+        return {"l1": batch_sum(diff.abs().mean(1)), "mse": batch_sum(diff.pow(2).mean(1))}
+
+    def validation_finish(self, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
+        """Metrics from the totals of validation_sums over `count` samples (default: per-sample means)."""
+        return {k: float(v) / count for k, v in sums.items()}
+
     def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """Per-batch means; the trainer averages them over batches and ranks."""
-        return {"l1": (fake - real).abs().mean().item(), "mse": ((fake - real) ** 2).mean().item()}
+        """The metrics of one batch."""
+        return self.validation_finish(self.validation_sums(cond, real, fake), len(real))
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:
@@ -62,6 +74,11 @@ class Workload(ABC):
         """Raise UserError when a dataset does not fit this workload (wrong workload, shapes, layers)."""
         if attrs.get("workload") not in (None, self.name):
             raise UserError(f"{path}: dataset is for workload {attrs.get('workload')!r}, expected {self.name!r}")
+
+
+def batch_sum(per_sample: torch.Tensor) -> np.ndarray:
+    """Sum over the batch dimension as a float64 numpy value (what validation_sums returns)."""
+    return per_sample.double().sum(0).cpu().numpy()
 
 
 _REGISTRY: dict[str, Callable[[Config], Workload]] = {}

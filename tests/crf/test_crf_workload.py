@@ -157,3 +157,21 @@ def test_grid_channels_follow_the_synthetic_schema():
     shown = figures.shown_input_channels(44)
     assert [synth.INPUT_CHANNELS[i] for i, _ in shown] == [label for _, label in shown] == ["RH_850", "RH_500", "TS"]
     assert figures.shown_input_channels(5) == [(0, "input 0"), (1, "input 1"), (2, "input 2")]
+
+
+def test_validation_sums_add_up_over_uneven_shares():
+    """Sums over any split of the samples (ranks' uneven shares, short batches) give the metrics of one pass."""
+    wl = workload()
+    rng = np.random.default_rng(3)
+    real01 = torch.tensor(textured(11, 32, rng), dtype=torch.float32)
+    cond, real = wl.prepare(torch.zeros(11, 5, 32, 32), real01, torch.device("cpu"))
+    fake = wl.prepare(cond, torch.tensor(blur(real01.numpy())), torch.device("cpu"))[1]
+    whole = wl.validation_metrics(cond, real, fake)
+    totals: dict = {}
+    for a, b in ((0, 4), (4, 5), (5, 9), (9, 11)):
+        for k, v in wl.validation_sums(cond[a:b], real[a:b], fake[a:b]).items():
+            totals[k] = totals.get(k, 0.0) + v
+    split = wl.validation_finish(totals, 11)
+    assert split.keys() == whole.keys()
+    for k in whole:
+        assert split[k] == pytest.approx(whole[k], rel=1e-12), k

@@ -189,7 +189,7 @@ def test_other_bad_inputs(indexed, tmp_path):
         ShardedReader(str(tmp_path / "none-*.h5"), 0, 1, 2, 0)
     p = indexed(10)
     with pytest.raises(UserError, match="cannot fill one batch of 4 on each of 3 ranks"):
-        ShardedReader(p, 0, 3, 4, 0)
+        ShardedReader(p, 0, 3, 4, 0).epoch(0)
     with pytest.raises(UserError, match=r"dataset 'meta/nope' missing \(available meta: index\)"):
         ShardedReader(p, 0, 1, 2, 0).read_meta("nope")
     other = tmp_path / "other"
@@ -225,3 +225,32 @@ def test_shuffled_epoch_is_read_in_long_slabs(indexed, monkeypatch):
     monkeypatch.setattr(ShardedReader, "read_sorted", spy)
     got = _read_all(rd, 0)
     assert len(got) * 8 / sum(runs) >= 16  # samples per slab read
+
+
+@pytest.mark.parametrize("n,limit", [(2999, 0), (2999, 1001)])
+def test_evaluation_shares_at_1024_ranks_read_each_sample_once(indexed, n, limit):
+    """Validation at any rank count (eval_batches): uneven shares, short last batches and ranks without samples
+    still read every evaluated sample exactly once, so sample-weighted sums equal a 1-rank evaluation's.
+    With a limit, the evaluated samples are spread evenly over the file."""
+    from hpcgan.data.reader import eval_share
+
+    p = indexed(n)
+    batch, size = 4, 1024
+    evaluated = limit or n
+
+    def read(rank: int, ranks: int) -> list[np.ndarray]:
+        with ShardedReader(p, rank, ranks, batch, seed=0, normalize=False, check_finite="off") as rd:
+            return [x[:, 0, 0, 0].numpy().astype(np.int64) for x, _ in rd.eval_batches(limit)]
+
+    shares = [read(r, size) for r in range(size)]
+    sizes = [sum(len(b) for b in s) for s in shares]
+    assert max(sizes) - min(sizes) <= 1 and sizes[0] >= 1
+    assert all(len(b) <= batch for s in shares for b in s)
+    assert [eval_share(evaluated, r, size) for r in (0, size - 1)] == [
+        (0, sizes[0]), (evaluated - sizes[-1], evaluated)]
+    seen = np.concatenate([b for s in shares for b in s])
+    one = np.concatenate(read(0, 1))
+    assert len(seen) == evaluated and np.array_equal(seen, np.arange(evaluated) * n // evaluated)  # evenly spaced
+    assert np.array_equal(seen, one)  # rank order = file order: the 1-rank evaluation's samples
+    # Per-rank means averaged over ranks (the old reduction) weigh samples unevenly; the weighted sum does not.
+    assert seen.astype(np.float64).sum() / len(seen) == pytest.approx(one.mean(), rel=1e-12)

@@ -120,3 +120,19 @@ def test_bad_inputs_one_line_errors(data, tmp_path):
     w.check_dataset({"workload": "lhc", "input_shape": (4, 10), "target_shape": (35,)}, "x.h5")
     with pytest.raises(UserError, match="generated tracks have shape"):
         w.evaluate(inputs, targets, targets[:, :10], meta, tmp_path)
+
+
+def test_validation_sums_add_up_over_uneven_shares():
+    """Sums over any split of the samples give the metrics of one pass (per-sample means, not per-batch)."""
+    wl = get_workload(load_config("lhc-small"))
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(13, 36, generator=g), torch.randn(13, 36, generator=g)  # model space: 6 + 3 x 10
+    whole = wl.validation_metrics(None, real, fake)
+    totals: dict = {}
+    for a, b in ((0, 1), (1, 8), (8, 13)):
+        for k, v in wl.validation_sums(None, real[a:b], fake[a:b]).items():
+            totals[k] = totals.get(k, 0.0) + v
+    split = wl.validation_finish(totals, 13)
+    assert split.keys() == whole.keys() and {"l1", "qpt_mae", "z0_mae_mm"} <= whole.keys()
+    for k in whole:
+        assert split[k] == pytest.approx(whole[k], rel=1e-12), k

@@ -114,6 +114,20 @@ def check_broadcast_module() -> None:
         check(f"broadcast_module root {root} (BatchNorm buffers included)", not bad, f"differs: {bad}")
 
 
+def check_average_buffers(n: int) -> None:
+    """BatchNorm running statistics become the mean over ranks; parameters and integer buffers stay."""
+    model = bn_model(seed=B.rank)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    B.average_buffers(model, group="bn")
+    models = [bn_model(seed=r).state_dict() for r in range(n)]
+    got = model.state_dict()
+    for k in ("1.running_mean", "1.running_var"):
+        want = torch.stack([m[k] for m in models]).mean(0)
+        check(f"average_buffers {k}", close(got[k], want, atol=1e-5), (got[k], want))
+    kept = [k for k in before if not k.endswith(("running_mean", "running_var")) and torch.equal(got[k], before[k])]
+    check("average_buffers leaves the rest", len(kept) == len(before) - 2, kept)
+
+
 def adam_after_step(seed: int, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -171,6 +185,7 @@ def main() -> None:
     check_allgather(n)
     check_barrier(n, shared)
     check_broadcast_module()
+    check_average_buffers(n)
     check_broadcast_optimizer()
     check_sync_gradients(n)
     B.barrier()

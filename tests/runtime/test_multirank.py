@@ -14,7 +14,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
-CHECKS_PER_RANK = 28  # every check in collectives_worker.py: none may be skipped silently
+CHECKS_PER_RANK = 31  # every check in collectives_worker.py: none may be skipped silently
 
 # id -> (launcher, backend)
 SETUPS = {
@@ -108,3 +108,26 @@ def test_rank_failure_ends_job(setup, mode, run_mpi):
         assert "RuntimeError" not in job.text and "hpcgan: error" not in job.text, job.describe()
     else:
         assert "RuntimeError: injected failure on rank 1" in job.text, job.describe()
+
+
+# Shorter than slow_root_worker.SLOW_S: what jobs/env.sh sets to 120 s, scaled down.
+SHORT_TIMEOUTS = {"HPCGAN_COLLECTIVE_TIMEOUT": "4", "HOROVOD_STALL_CHECK_TIME_SECONDS": "1",
+                  "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "4"}
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("setup", ["horovod-mpi", "torch-gloo"])
+def test_slow_work_on_rank_0_does_not_trip_a_timeout(setup, tmp_path, run_mpi):
+    """Rank 0 works 8 s (a checkpoint on a slow file system) with a 4 s collective timeout / stall shutdown:
+    in one barrier the job dies (control), with run_on_root's short polls it carries on."""
+    launcher, backend = _setup(setup)
+    worker = HERE / "slow_root_worker.py"
+    (tmp_path / "poll").mkdir()
+    (tmp_path / "barrier").mkdir()
+    job = run_mpi(2, [worker, backend, "poll", tmp_path / "poll"], timeout=120, launcher=launcher,
+                  env=SHORT_TIMEOUTS)
+    assert job.text.count("carried on after rank 0's 8 s of work (2 ranks)") == 2, job.describe()
+    control = run_mpi(2, [worker, backend, "barrier", tmp_path / "barrier"], timeout=120, launcher=launcher,
+                      env=SHORT_TIMEOUTS, check=False)
+    assert control.returncode != 0 and "carried on" not in control.text, control.describe()

@@ -46,3 +46,24 @@ def write_lhc(path, n: int, seed: int = 1) -> str:
                        s["target_channels"]) as w:
         w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     return str(path)
+
+
+def write_shaped(path, workload: str, n: int, input_shape: tuple, target_shape: tuple) -> str:
+    """A dataset of n samples whose samples are never written: HDF5 allocates no chunk for them, so even
+    the full CRF preset's 3100 x 44 x 256 x 256 stays a few hundred kB. For plans (sizes, shapes), not for
+    reading (unwritten samples read as zeros)."""
+    import h5py
+
+    from hpcgan.data.format import ChannelStats, write_attrs
+
+    stats_in, stats_out = ChannelStats(input_shape[0]), ChannelStats(target_shape[0])
+    stats_in.update(np.zeros((1, *input_shape), np.float32))
+    stats_out.update(np.zeros((1, *target_shape), np.float32))
+    with h5py.File(path, "w") as f:
+        for name, shape in (("inputs", input_shape), ("targets", target_shape)):
+            f.create_dataset(name, shape=(n, *shape), dtype="float32", chunks=(1, *shape))
+        write_attrs(f, workload=workload, n=n, dtype="float32",
+                    input_channels=[f"c{i}" for i in range(input_shape[0])],
+                    target_channels=[f"t{i}" for i in range(target_shape[0])],
+                    input_stats=stats_in, target_stats=stats_out, provenance={"test": "write_shaped"})
+    return str(path)

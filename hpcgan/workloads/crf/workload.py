@@ -61,16 +61,23 @@ class CRFWorkload(Workload):
         return (fake + 1.0) * 0.5 if self.cfg.crf.output == "tanh" else fake
 
     # Metrics during training.
-    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """L1/MSE in reflectance units and, for the batch's grayscale images, the high-band spectral distance
-        (mean |log10 P_fake/P_real|) and power ratio (geometric mean of P_fake/P_real; < 1: too smooth).
-        All positive, so they plot on log axes."""
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+        """L1/MSE in reflectance units and the grayscale power spectra of real and generated images, summed
+        over samples; validation_finish compares the mean spectra of all validation samples."""
         r = self.to_data_units(real.detach().float())
         f = self.to_data_units(fake.detach().float())
-        k, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()))
+        sums = super().validation_sums(cond, r, f)
+        _, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()))
         _, p_fake = spectrum.radial_power_spectrum(spectrum.grayscale(f.cpu().numpy()))
-        dist = spectrum.spectral_distance(k, p_fake.mean(0), p_real.mean(0))
-        return {"l1": (f - r).abs().mean().item(), "mse": ((f - r) ** 2).mean().item(),
+        return {**sums, "p_real": p_real.sum(0), "p_fake": p_fake.sum(0)}
+
+    def validation_finish(self, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
+        """L1, MSE, and for the mean grayscale spectra the high-band spectral distance (mean
+        |log10 P_fake/P_real|) and power ratio (geometric mean of P_fake/P_real; < 1: too smooth).
+        All positive, so they plot on log axes."""
+        p_real, p_fake = sums["p_real"] / count, sums["p_fake"] / count
+        dist = spectrum.spectral_distance(np.arange(1, len(p_real) + 1, dtype=np.float64), p_fake, p_real)
+        return {"l1": float(sums["l1"]) / count, "mse": float(sums["mse"]) / count,
                 "spec_high": dist["high"]["abs"], "hf_power_ratio": 10.0 ** dist["high"]["log_ratio"]}
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,

@@ -18,7 +18,7 @@ from hpcgan.workloads.lhc import evaluate as ev
 from hpcgan.workloads.lhc import space
 from hpcgan.workloads.lhc.models import LHCDiscriminator, LHCGenerator
 from hpcgan.workloads.precision import Precision
-from hpcgan.workloads.registry import Workload, register
+from hpcgan.workloads.registry import Workload, batch_sum, register
 
 
 @register("lhc")
@@ -53,15 +53,17 @@ class LHCWorkload(Workload):
         return space.targets_to_data(fake.float(), self.radii.to(fake.device))
 
     # Metrics during training.
-    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """Model-space L1/MSE and the mean absolute difference GAN - fit of each parameter in physical units."""
-        r, f = self.to_data_units(real), self.to_data_units(fake)
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+        """Model-space L1/MSE and the absolute difference GAN - fit of each parameter in physical units,
+        summed over samples (validation_finish gives the means)."""
+        sums = super().validation_sums(cond, real, fake)
+        r, f = self.to_data_units(real.detach()).double(), self.to_data_units(fake.detach()).double()
         d = (f[:, :5] - r[:, :5]).abs()
         d[:, 1] = torch.remainder(f[:, 1] - r[:, 1] + torch.pi, 2 * torch.pi).sub(torch.pi).abs()
-        return {"l1": (fake - real).abs().mean().item(), "mse": ((fake - real) ** 2).mean().item(),
-                "qpt_mae": d[:, 0].mean().item(), "phi0_mae_mrad": 1e3 * d[:, 1].mean().item(),
-                "eta_mae": d[:, 2].mean().item(), "d0_mae_um": 1e3 * d[:, 3].mean().item(),
-                "z0_mae_mm": d[:, 4].mean().item()}
+        for i, (name, unit) in enumerate((("qpt_mae", 1.0), ("phi0_mae_mrad", 1e3), ("eta_mae", 1.0),
+                                          ("d0_mae_um", 1e3), ("z0_mae_mm", 1.0))):
+            sums[name] = unit * batch_sum(d[:, i])
+        return sums
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:

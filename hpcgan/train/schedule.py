@@ -1,0 +1,45 @@
+"""The learning-rate schedule, defined so that it means the same at 1 and at 1024 ranks.
+
+The configured learning rates (train.lr_g, train.lr_d) are the rates for one
+batch of train.batch_size samples. A step at N ranks with accumulation A sees
+k = N x A such batches, so the rate is multiplied by f(k) (train.lr_scaling):
+- sqrt (default): f = sqrt(k), the square-root scaling rule that Malladi, Lyu,
+  Panigrahi and Arora derive for Adam and RMSprop from their SDE approximation
+  ("On the SDEs and Scaling Rules for Adaptive Gradient Algorithms", NeurIPS
+  2022, arXiv:2205.10287). The rule also rescales Adam's betas; we keep the
+  betas, which the paper finds matters less than the rate at moderate k.
+- linear: f = k, Goyal et al.'s rule for SGD ("Accurate, Large Minibatch SGD",
+  arXiv:1706.02677); with Adam (beta1 0.5) it overshoots at tens of ranks.
+- none: f = 1.
+Warm-up climbs linearly from the one-batch rate to the scaled rate over a
+number of training *samples* (train.warmup_samples), so it covers the same
+part of the data at every rank count. train.warmup_steps (optimizer steps) is
+kept for old configs: its share of the run shrinks as ranks grow.
+"""
+from __future__ import annotations
+
+import math
+
+from hpcgan.config import Config
+
+
+def lr_scale(cfg: Config, world_size: int) -> float:
+    """f(world_size x accumulation): the factor on the one-batch learning rates after warm-up."""
+    k = world_size * cfg.train.accumulation
+    return {"linear": float(k), "sqrt": math.sqrt(k), "none": 1.0}[cfg.train.lr_scaling]
+
+
+def warmup_steps(cfg: Config, world_size: int) -> int:
+    """Optimizer steps of warm-up at this world size (warmup_samples rounded up to whole global batches)."""
+    if cfg.train.warmup_samples > 0:
+        return -(-cfg.train.warmup_samples // cfg.global_batch(world_size))
+    return cfg.train.warmup_steps
+
+
+def lr_factor(cfg: Config, world_size: int, step: int) -> float:
+    """LR multiplier after `step` optimizer steps: linear from 1 to lr_scale over the warm-up, then lr_scale."""
+    scaled = lr_scale(cfg, world_size)
+    warm = warmup_steps(cfg, world_size)
+    if warm > 0 and step < warm:
+        return 1.0 + (scaled - 1.0) * step / warm
+    return scaled

@@ -1,0 +1,69 @@
+"""jobs/env.sh without SLURM: the GPU profiles train on the GPU or stop, and TERM to the batch script still
+requeues (the local SLURM cluster tests in tests/slurm run the scripts for real)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+
+
+def job_env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "HPCGAN_"))}
+    env.update(HPCGAN_HOME=str(REPO), HPCGAN_VENV=str(VENV), HPCGAN_WORKDIR=str(tmp_path), HPCGAN_RUN_DIR="run",
+               **extra)
+    return env
+
+
+@pytest.mark.parametrize("profile,device", [("local", "auto"), ("generic-gpu", "cuda"), ("alps", "cuda"),
+                                            ("daint", "cuda")])
+def test_profiles_choose_the_device(tmp_path, profile, device):
+    out = subprocess.run(["bash", "-c", f'source "{REPO}/jobs/env.sh" && echo "device=$HPCGAN_DEVICE"'],
+                         env=job_env(tmp_path, HPCGAN_PROFILE=profile), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip().endswith(f"device={device}"), out
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_cuda_without_a_gpu_stops_every_rank_with_one_line(run_mpi, hpcgan):
+    """What a GPU profile does when a rank sees no GPU (a forgotten --gpus-per-task): exit 2 on every rank,
+    one line from rank 0 (the error comes before the backend starts: every rank knows it)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    job = run_mpi(2, hpcgan + ["train", "--config", "lhc-small", "--device", "cuda"], timeout=120, check=False)
+    assert job.returncode == 2, job.describe()
+    lines = [ln for ln in job.text.splitlines() if "hpcgan: error:" in ln]
+    assert len(lines) == 1 and "device 'cuda' asked for, but torch sees no CUDA device" in lines[0], job.describe()
+
+
+@pytest.mark.timeout(120)
+def test_term_to_the_batch_script_still_reaches_hpcgan_finish(tmp_path):
+    """SLURM's TERM goes to every process of the job. The step's ranks checkpoint and exit 75; the batch
+    shell must outlive the signal to requeue (without SLURM_JOB_ID, hpcgan_finish exits 75 instead)."""
+    step = ("import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(75)); "
+            "pathlib.Path('ready').touch(); time.sleep(60)")
+    script = tmp_path / "job.sh"
+    script.write_text(f'source "{REPO}/jobs/env.sh"\n"{sys.executable}" -c "{step}"\nhpcgan_finish $?\n')
+    proc = subprocess.Popen(["bash", str(script)], env=job_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert (tmp_path / "ready").exists(), proc.communicate(timeout=10)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 75, err
+    assert "SIGTERM to the batch script: waiting for the step" in err
