@@ -170,13 +170,18 @@ class GalaxyConfig:
         _choice("galaxy.norm", self.norm, ("batch", "instance", "none"))
         for k in ("size", "d_scales", "rl_iterations"):
             _positive(f"galaxy.{k}", getattr(self, k))
+        if not self.widths or not self.d_widths or any(
+                not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
+            raise UserError(f"config key galaxy.widths/galaxy.d_widths: expected non-empty lists of positive "
+                            f"integers, got {list(self.widths)} / {list(self.d_widths)}")
         if self.size % 2 ** (len(self.widths) - 1):
             raise UserError(f"config key galaxy.size: {self.size} is not divisible by 2^(levels-1) = "
                             f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (galaxy.widths)")
-        if not (self.stretch_soft > 0 and self.stretch_max > self.stretch_soft and self.wiener_balance > 0):
-            raise UserError("config keys galaxy.stretch_soft, stretch_max, wiener_balance: expected "
-                            f"0 < stretch_soft < stretch_max and wiener_balance > 0, got {self.stretch_soft}, "
-                            f"{self.stretch_max}, {self.wiener_balance}")
+        _at_least("galaxy.noise_channels", self.noise_channels, 0)
+        _in_range("galaxy.dropout", self.dropout, 0, 1)
+        for k in ("stretch_soft", "wiener_balance"):
+            _in_range(f"galaxy.{k}", getattr(self, k), 0, math.inf, low_open=True)
+        _in_range("galaxy.stretch_max", self.stretch_max, self.stretch_soft, math.inf, low_open=True)
 
 
 @dataclass(frozen=True)

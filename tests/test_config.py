@@ -162,6 +162,9 @@ ERRORS = [
     (["seed=-1"], r"^config key seed: expected an integer >= 0, got -1$"),
     (["seed=4294967296"], r"^config key seed: expected an integer in \[0, 4294967296\), got 4294967296$"),
     (["data.prefetch=0"], r"^config key data\.prefetch: expected a positive integer, got 0$"),
+    (["galaxy.size=30"], r"^config key galaxy\.size: 30 is not divisible by 2\^\(levels-1\) = 8"),
+    (["galaxy.stretch_max=0.1"], r"^config key galaxy\.stretch_max: expected a finite number > 0\.4, got 0\.1$"),
+    (["galaxy.wiener_balance=.nan"], r"^config key galaxy\.wiener_balance: expected a finite number > 0, got nan$"),
 ]
 
 
