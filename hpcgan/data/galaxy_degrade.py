@@ -68,7 +68,8 @@ def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def degrade(rng: np.random.Generator, clean: np.ndarray, psf_fwhm: float, noise_factor: float,
-            pixel_scale: float = PIXEL_SCALE, psf: str = "gaussian", beta: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+            pixel_scale: float = PIXEL_SCALE, psf: str = "gaussian",
+            beta: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """Clean (3, H, W) g, r, i in nanomaggies -> (degraded image, per-band sky noise sigma of the result)."""
     kernel = psf_kernel(psf_fwhm / pixel_scale, psf, beta)
     blurred = np.clip(blur(clean, kernel), 0.0, None)

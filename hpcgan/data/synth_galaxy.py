@@ -210,7 +210,8 @@ def _field(scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     for _ in range(rng.poisson(float(o["star_density"]) * scene.area_arcmin2())):
         image += _star(scene, rng, tuple(rng.uniform(-0.5, 0.5, 2) * (scene.w, scene.h)))[0]
     for _ in range(rng.poisson(float(o["neighbour_density"]) * scene.area_arcmin2())):
-        prof = g.Exponential(half_light_radius=rng.uniform(0.5, 2.0), flux=math.exp(rng.uniform(math.log(2), math.log(50))))
+        flux = math.exp(rng.uniform(math.log(2.0), math.log(50.0)))
+        prof = g.Exponential(half_light_radius=rng.uniform(0.5, 2.0), flux=flux)
         prof = prof.shear(q=rng.uniform(0.3, 1.0), beta=rng.uniform(0, 180) * g.degrees)
         colour = colour_factors(*COLOURS["bulge" if rng.random() < 0.4 else "disk"])
         off = tuple(rng.uniform(-0.5, 0.5, 2) * (scene.w, scene.h))

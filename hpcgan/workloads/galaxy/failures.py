@@ -5,8 +5,8 @@
 (b) rare features: for stamps with a companion or a tidal tail (meta/feature, its clean r-band flux in
     meta/feature_map F), the recovery R = sum((out - (truth - F)) F) / sum(F^2) over the pixels where F is at
     least a quarter of the truth: 1 when the output holds the feature as the truth does, 0 when it shows the
-    galaxy without it. Whether the class was in the
-    training set is read from the training file's provenance (its p_companion / p_tidal options).
+    galaxy without it. Whether the class was in the training set is read from the training file's
+    provenance (its p_companion / p_tidal options).
 (c) distribution shift: PSNR against redshift in bins, each bin marked inside or outside the training
     set's redshift range (its z_range option).
 `methods` maps a name (gan, richardson_lucy, wiener, input) to restored images (N, 3, H, W) in nanomaggies.

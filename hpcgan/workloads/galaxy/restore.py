@@ -3,7 +3,8 @@
 Model space is an asinh stretch, y = asinh(x / soft) / asinh(max / soft): linear near the sky noise,
 logarithmic in bright cores, so faint structure and bright bulges both matter to an L1 loss. The paper's
 stretch (roou.m: clip to [-0.1, 4] nanomaggies, rescale, asinh(10 u) / 3) softens at about 0.41 nanomaggies;
-the default soft = 0.4 follows it, with a higher ceiling (50) so bright cores are not clipped. PSNR and SSIM are measured in this space with data range 1, on every band.
+the default soft = 0.4 follows it, with a higher ceiling (50) so bright cores are not clipped.
+PSNR and SSIM are measured in this space with data range 1, on every band.
 
 Baselines get the known degradation kernel (hpcgan.data.galaxy_degrade.psf_kernel from meta/psf_fwhm,
 meta/pixel_scale, meta/psf_beta): Richardson-Lucy on the image with its sky added back (the photon counts RL

@@ -45,7 +45,8 @@ class GalaxyWorkload(Workload):
         c = self.cfg.galaxy
         return c.stretch_soft, float(np.arcsinh(c.stretch_max / c.stretch_soft))
 
-    def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, inputs: torch.Tensor, targets: torch.Tensor,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         soft, norm = self._scale()
 
         def stretch(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,7 @@ class GalaxyWorkload(Workload):
                    "input": inputs}
         galaxy = np.asarray(meta["kind"]) == KINDS.index("galaxy")
         scores = {m: restore.quality(real[galaxy], img[galaxy], c.stretch_soft, c.stretch_max)
-                  for m, img in methods.items()}
+                  for m, img in methods.items()} if galaxy.any() else {}  # PSNR is undefined on empty truth
         table = {m: {metric: {**{b: float(v[:, i].mean()) for i, b in enumerate(BANDS)}, "mean": float(v.mean())}
                      for metric, v in s.items()} for m, s in scores.items()}
         train = training_options(self.cfg.data.path)
@@ -106,7 +107,8 @@ class GalaxyWorkload(Workload):
                 np.asarray(meta["noise_sigma"])[:, 1])},
             "baselines": {"richardson_lucy_iterations": c.rl_iterations, "wiener_balance": c.wiener_balance},
             "quality": table,
-            "gan_beats_richardson_lucy_psnr": bool(table["gan"]["psnr"]["mean"] > table["richardson_lucy"]["psnr"]["mean"]),
+            "gan_beats_richardson_lucy_psnr": (bool(table["gan"]["psnr"]["mean"] > table["richardson_lucy"]["psnr"]["mean"])
+                                               if galaxy.any() else None),
             "hallucination": failures.hallucination(real, methods, meta),
             "rare_features": failures.feature_recovery(real, methods, meta, train["features"]),
             "redshift_shift": failures.redshift_shift(per_sample_psnr, meta, train["z_range"]),
@@ -184,7 +186,8 @@ def markdown(s: dict) -> str:
                   "| feature | seen in training | n | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 3) + "|"]
         for name, r in s["rare_features"].items():
             seen = {True: "yes", False: "no", None: "unknown"}[r["in_training"]]
-            lines.append(f"| {name} | {seen} | {r['n']} | " + " | ".join(f"{r[m]['recovery']:.2f}" for m in METHODS) + " |")
+            lines.append(f"| {name} | {seen} | {r['n']} | "
+                         + " | ".join(f"{r[m]['recovery']:.2f}" for m in METHODS) + " |")
     z = s["redshift_shift"]
     if z:
         lines += ["", f"PSNR (dB, mean over bands) against redshift; training z range {z['training_z_range']}.", "",
