@@ -158,8 +158,40 @@ class LHCConfig:
 
 
 @dataclass(frozen=True)
+class GalaxyConfig:
+    size: int = 424  # stamp height = width (the paper's 424; 424 = 8 x 53 fits a 4-level U-Net)
+    widths: tuple = (64, 128, 256, 512)  # U-Net widths per level (shared with crf: workloads.crf.models)
+    dropout: float = 0.0  # generator dropout
+    norm: str = "none"  # generator norm: batch | instance | none (instance norm loses the flux level: 2026-11-30 run)
+    noise_channels: int = 0  # extra Gaussian noise channels concatenated to the input
+    d_widths: tuple = (64, 128, 256, 512)  # PatchGAN widths
+    d_scales: int = 1  # one PatchGAN, as pix2pix
+    stretch_soft: float = 0.4  # nanomaggies: asinh softening of the model space (paper: 0.41)
+    stretch_max: float = 50.0  # nanomaggies mapped to 1 in model space (brighter pixels saturate)
+    rl_iterations: int = 2  # Richardson-Lucy iterations of the baseline (best PSNR of 1-40 on training stamps)
+    wiener_balance: float = 1.0  # regularisation of the Wiener baseline (best PSNR of 0.1-3 on training stamps)
+
+    def __post_init__(self) -> None:
+        _choice("galaxy.norm", self.norm, ("batch", "instance", "none"))
+        for k in ("size", "d_scales", "rl_iterations"):
+            _positive(f"galaxy.{k}", getattr(self, k))
+        if not self.widths or not self.d_widths or any(
+                not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
+            raise UserError(f"config key galaxy.widths/galaxy.d_widths: expected non-empty lists of positive "
+                            f"integers, got {list(self.widths)} / {list(self.d_widths)}")
+        if self.size % 2 ** (len(self.widths) - 1):
+            raise UserError(f"config key galaxy.size: {self.size} is not divisible by 2^(levels-1) = "
+                            f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (galaxy.widths)")
+        _at_least("galaxy.noise_channels", self.noise_channels, 0)
+        _in_range("galaxy.dropout", self.dropout, 0, 1)
+        for k in ("stretch_soft", "wiener_balance"):
+            _in_range(f"galaxy.{k}", getattr(self, k), 0, math.inf, low_open=True)
+        _in_range("galaxy.stretch_max", self.stretch_max, self.stretch_soft, math.inf, low_open=True)
+
+
+@dataclass(frozen=True)
 class Config:
-    workload: str = "lhc"  # crf | lhc
+    workload: str = "lhc"  # crf | lhc | galaxy
     seed: int = 1234  # base seed: shuffles, init, noise
     backend: str = "auto"  # auto | horovod | torch | local
     device: str = "auto"  # auto | cpu | cuda
@@ -169,9 +201,10 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     crf: CRFConfig = field(default_factory=CRFConfig)
     lhc: LHCConfig = field(default_factory=LHCConfig)
+    galaxy: GalaxyConfig = field(default_factory=GalaxyConfig)
 
     def __post_init__(self) -> None:
-        _choice("workload", self.workload, ("crf", "lhc"))
+        _choice("workload", self.workload, ("crf", "lhc", "galaxy"))
         _choice("backend", self.backend, ("auto", "horovod", "torch", "local"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _at_least("seed", self.seed, 0)

@@ -20,13 +20,13 @@ def write(path, text: str):
 # --- presets and chains ------------------------------------------------------
 
 def test_shipped_presets_exist():
-    assert {"lhc", "crf"} <= set(preset_names())
+    assert {"lhc", "crf", "galaxy", "galaxy-small"} <= set(preset_names())
 
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_shipped_preset_loads_and_round_trips(name, tmp_path):
     cfg = load_config(name)
-    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "crf")
+    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "crf", "galaxy")
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(str(tmp_path / "resolved.yaml")) == cfg  # the run dir's resolved config reloads exactly
 
@@ -135,7 +135,7 @@ ERRORS = [
     (["train.betas=[0.5, x]"], r"^config key train\.betas\[1\]: expected float, got 'x'$"),
     (["crf.widths=[16, 32.5]"], r"^config key crf\.widths\[1\]: expected int, got 32\.5$"),
     (["train.amp=maybe"], r"^config key train\.amp: expected one of auto, off, bf16, fp16, got 'maybe'$"),
-    (["workload=jets"], r"^config key workload: expected one of crf, lhc, got 'jets'$"),
+    (["workload=jets"], r"^config key workload: expected one of crf, lhc, galaxy, got 'jets'$"),
     (["backend=mpi"], r"^config key backend: expected one of auto, horovod, torch, local, got 'mpi'$"),
     (["data.remainder=keep"], r"^config key data\.remainder: expected one of drop, pad, got 'keep'$"),
     (["train.epochs"], r"^override 'train\.epochs': expected section\.key=value$"),
@@ -162,6 +162,9 @@ ERRORS = [
     (["seed=-1"], r"^config key seed: expected an integer >= 0, got -1$"),
     (["seed=4294967296"], r"^config key seed: expected an integer in \[0, 4294967296\), got 4294967296$"),
     (["data.prefetch=0"], r"^config key data\.prefetch: expected a positive integer, got 0$"),
+    (["galaxy.size=30"], r"^config key galaxy\.size: 30 is not divisible by 2\^\(levels-1\) = 8"),
+    (["galaxy.stretch_max=0.1"], r"^config key galaxy\.stretch_max: expected a finite number > 0\.4, got 0\.1$"),
+    (["galaxy.wiener_balance=.nan"], r"^config key galaxy\.wiener_balance: expected a finite number > 0, got nan$"),
 ]
 
 

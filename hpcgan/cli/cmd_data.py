@@ -18,8 +18,9 @@ import yaml
 
 from hpcgan.errors import UserError
 
-SYNTH_WORKLOADS = ("crf", "lhc")
-CONVERTERS = {"crf-npz": "hpcgan.data.convert_crf", "trackml": "hpcgan.data.convert_trackml"}
+SYNTH_WORKLOADS = ("crf", "lhc", "galaxy")
+CONVERTERS = {"crf-npz": "hpcgan.data.convert_crf", "trackml": "hpcgan.data.convert_trackml",
+              "galaxy-fits": "hpcgan.data.convert_galaxy"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output .h5 (with several ranks: STEM-00000-of-0000K.h5 ...)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (crf)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (crf, galaxy)")
     s.add_argument("--layers", type=int, help="tracker layers (lhc)")
     s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="generator option (repeatable)")
     s.add_argument("--dtype", default="float32", choices=["float32", "float16"])
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=run_synth)
 
-    c = dsub.add_parser("convert", help="convert a real dataset (crf-npz: imgs/+metos/ npz; trackml: event CSVs)")
+    c = dsub.add_parser("convert", help="convert a real dataset (crf-npz: imgs/+metos/ npz; trackml: event CSVs; galaxy-fits: g/r/i FITS cutouts)")
     c.add_argument("format", choices=sorted(CONVERTERS))
     c.add_argument("src", help="source folder")
     c.add_argument("--out", required=True)

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -34,6 +34,34 @@ STAT_KEYS = ("mean", "std", "min", "max")
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # before h5py opens anything (parallel file systems)
 import h5py  # noqa: E402
 
+
+def synth_samples(start: int, count: int, seed: int, draw: Callable[[np.random.Generator], tuple],
+                  chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """Samples [start, start+count) of a one-sample-at-a-time generator, `chunk` stacked per yield.
+
+    Block k of SYNTH_BLOCK samples draws from default_rng([seed, k]), one sample after another, so any
+    rank can draw any block and a range that ends inside a block gives the same samples as the full block.
+    `draw(rng)` returns (inputs, targets, meta dict) of one sample.
+    """
+    if start % SYNTH_BLOCK:
+        raise ValueError(f"start {start} is not a multiple of SYNTH_BLOCK={SYNTH_BLOCK}")
+    buf: list[tuple] = []
+    end = start + count
+    for k in range(start // SYNTH_BLOCK, -(-end // SYNTH_BLOCK)):
+        rng = np.random.default_rng([int(seed), k])
+        for _ in range(min(SYNTH_BLOCK, end - k * SYNTH_BLOCK)):
+            buf.append(draw(rng))
+            if len(buf) == chunk:
+                yield stack_samples(buf)
+                buf = []
+    if buf:
+        yield stack_samples(buf)
+
+
+def stack_samples(buf: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """[(inputs, targets, meta), ...] -> one block (B, ...) of each."""
+    return (np.stack([b[0] for b in buf]), np.stack([b[1] for b in buf]),
+            {k: np.stack([b[2][k] for b in buf]) for k in buf[0][2]})
 
 class ChannelStats:
     """Per-channel count/mean/M2/min/max in float64, mergeable (Chan et al.) so blocks and ranks combine exactly."""

@@ -45,7 +45,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hpcgan.data.format import SYNTH_BLOCK
+from hpcgan.data.format import synth_samples
 from hpcgan.errors import UserError
 
 PRESSURE_LEVELS_HPA = (1000.0, 925.0, 850.0, 700.0, 600.0, 500.0, 400.0, 300.0, 250.0, 200.0)
@@ -203,25 +203,8 @@ def generate(start: int, count: int, seed: int, **opts: Any) -> Iterator[tuple[n
     Samples are drawn one after another from the block's generator, so a range
     that ends inside a block gives the same samples as the full block.
     """
-    if start % SYNTH_BLOCK:
-        raise ValueError(f"start {start} is not a multiple of SYNTH_BLOCK={SYNTH_BLOCK}")
     o = options(**opts)
     fl = _Filters(o)
     h, w = o["size"]
     chunk = max(1, min(64, (256 * 2**20) // (4 * 48 * h * w)))  # bound the memory of one yielded block
-    buf: list[tuple] = []
-    end = start + count
-    for k in range(start // SYNTH_BLOCK, -(-end // SYNTH_BLOCK)):
-        rng = np.random.default_rng([int(seed), k])
-        for _ in range(min(SYNTH_BLOCK, end - k * SYNTH_BLOCK)):
-            buf.append(sample(rng, o, fl))
-            if len(buf) == chunk:
-                yield _stack(buf)
-                buf = []
-    if buf:
-        yield _stack(buf)
-
-
-def _stack(buf: list[tuple]) -> tuple[np.ndarray, np.ndarray, dict]:
-    return (np.stack([b[0] for b in buf]), np.stack([b[1] for b in buf]),
-            {k: np.stack([b[2][k] for b in buf]) for k in buf[0][2]})
+    yield from synth_samples(start, count, seed, lambda rng: sample(rng, o, fl), chunk)

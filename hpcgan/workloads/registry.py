@@ -82,7 +82,7 @@ def batch_sum(per_sample: torch.Tensor) -> np.ndarray:
 
 
 _REGISTRY: dict[str, Callable[[Config], Workload]] = {}
-_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc"}
+_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc", "galaxy": "hpcgan.workloads.galaxy"}
 
 
 def register(name: str) -> Callable:
