@@ -154,7 +154,7 @@ class LHCConfig:
 
 @dataclass(frozen=True)
 class Config:
-    workload: str = "lhc"  # crf | lhc
+    workload: str = "lhc"  # crf | lhc | lhc-fastsim
     seed: int = 1234  # base seed: shuffles, init, noise
     backend: str = "auto"  # auto | horovod | torch | local
     device: str = "auto"  # auto | cpu | cuda
@@ -166,7 +166,7 @@ class Config:
     lhc: LHCConfig = field(default_factory=LHCConfig)
 
     def __post_init__(self) -> None:
-        _choice("workload", self.workload, ("crf", "lhc"))
+        _choice("workload", self.workload, ("crf", "lhc", "lhc-fastsim"))
         _choice("backend", self.backend, ("auto", "horovod", "torch", "local"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _at_least("seed", self.seed, 0)

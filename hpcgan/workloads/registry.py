@@ -63,7 +63,7 @@ class Workload(ABC):
 
 
 _REGISTRY: dict[str, Callable[[Config], Workload]] = {}
-_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc"}
+_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc", "lhc-fastsim": "hpcgan.workloads.lhc"}
 
 
 def register(name: str) -> Callable:

@@ -79,3 +79,23 @@ def helix_points(qpt: torch.Tensor, phi0: torch.Tensor, eta: torch.Tensor, d0: t
     arc = torch.where(half > 1e-4, chord * torch.asin(safe) / safe, chord * (1 + half * half / 6))
     z = z00 + arc * torch.sinh(e)
     return torch.stack([x, y, z], dim=-1)
+
+
+# Nominal resolution of the reconstructed (q/pT, phi0, eta, d0, z0) for a true particle: a + b |q/pT|
+# (measurement term + multiple scattering), read off the full chain (synth_lhc_fastsim, |eta| < 2, within a
+# factor ~2 everywhere). It makes residuals O(1): the fast-simulation generator's output unit, the
+# discriminator's and the two-sample classifier's features.
+RESOLUTION_A = (2e-4, 1.5e-4, 3e-4, 0.01, 0.04)  # 1/GeV, rad, -, mm, mm
+RESOLUTION_B = (0.015, 0.004, 0.004, 0.25, 0.35)  # the same per 1/GeV of |q/pT|
+
+
+def resolution_scale(truth):
+    """(N, >=5) true parameters in file units (numpy or torch) -> (N, 5) nominal resolution, same type."""
+    qpt = abs(truth[:, :1])
+    if isinstance(truth, torch.Tensor):
+        a, b = (torch.tensor(v, dtype=truth.dtype, device=truth.device) for v in (RESOLUTION_A, RESOLUTION_B))
+    else:
+        import numpy as np
+
+        a, b = np.array(RESOLUTION_A), np.array(RESOLUTION_B)
+    return a + b * qpt
