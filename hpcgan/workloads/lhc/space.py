@@ -37,14 +37,24 @@ def inputs_to_data(cond: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     return torch.stack([cond[:, 0] * r, cond[:, 1] * r, cond[:, 2] * Z_SCALE, cond[:, 3]], dim=1)
 
 
+def params_to_model(p: torch.Tensor) -> torch.Tensor:
+    """(N, 5) q/pT, phi0, eta, d0, z0 in file units -> (N, 6) model space (the angle as cos, sin)."""
+    return torch.stack([p[:, 0] / QPT_SCALE, torch.cos(p[:, 1]), torch.sin(p[:, 1]), p[:, 2],
+                        p[:, 3] / D0_SCALE, p[:, 4] / Z0_SCALE], dim=1)
+
+
+def params_to_data(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of `params_to_model` (phi0 = atan2(sin, cos))."""
+    return torch.stack([m[:, 0] * QPT_SCALE, torch.atan2(m[:, 2], m[:, 1]), m[:, 3], m[:, 4] * D0_SCALE,
+                        m[:, 5] * Z0_SCALE], dim=1)
+
+
 def targets_to_model(targets: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """(N, 5 + 3L) fitted tracks in file units -> (N, 6 + 3L) model space."""
     n, L = targets.shape[0], radii.numel()
-    p = targets[:, :5]
+    params = params_to_model(targets[:, :5])
     pts = targets[:, 5:].reshape(n, L, 3)
     r = radii.to(targets.dtype)
-    params = torch.stack([p[:, 0] / QPT_SCALE, torch.cos(p[:, 1]), torch.sin(p[:, 1]), p[:, 2],
-                          p[:, 3] / D0_SCALE, p[:, 4] / Z0_SCALE], dim=1)
     points = torch.stack([pts[..., 0] / r, pts[..., 1] / r, pts[..., 2] / Z_SCALE], dim=-1)
     return torch.cat([params, points.reshape(n, 3 * L)], dim=1)
 
@@ -53,8 +63,7 @@ def targets_to_data(track: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Inverse of `targets_to_model` (phi0 = atan2(sin, cos), so any (cos, sin) pair maps to an angle)."""
     n, L = track.shape[0], radii.numel()
     r = radii.to(track.dtype)
-    params = torch.stack([track[:, 0] * QPT_SCALE, torch.atan2(track[:, 2], track[:, 1]), track[:, 3],
-                          track[:, 4] * D0_SCALE, track[:, 5] * Z0_SCALE], dim=1)
+    params = params_to_data(track[:, :6])
     pts = track[:, 6:].reshape(n, L, 3)
     points = torch.stack([pts[..., 0] * r, pts[..., 1] * r, pts[..., 2] * Z_SCALE], dim=-1)
     return torch.cat([params, points.reshape(n, 3 * L)], dim=1)
