@@ -26,7 +26,7 @@ def test_shipped_presets_exist():
 @pytest.mark.parametrize("name", preset_names())
 def test_every_shipped_preset_loads_and_round_trips(name, tmp_path):
     cfg = load_config(name)
-    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "crf")
+    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "lhc-fastsim", "crf")
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(str(tmp_path / "resolved.yaml")) == cfg  # the run dir's resolved config reloads exactly
 

@@ -72,16 +72,20 @@ def schema(**opts) -> dict:
 
 def generate(start: int, count: int, seed: int, **opts) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """Samples [start, start + count) in blocks of SYNTH_BLOCK; block k uses default_rng([seed, k])."""
-    if start % SYNTH_BLOCK:
-        raise UserError(f"synth lhc: start {start} is not a multiple of {SYNTH_BLOCK}")
     o = _options(opts)
     det = detector(int(o["layers"]), o["bfield"])
+    for rng, k in rng_blocks(start, count, seed, "lhc"):
+        inputs, targets, meta = make_tracks(rng, SYNTH_BLOCK, det, o)
+        yield inputs[:k], targets[:k], {name: v[:k] for name, v in meta.items()}
+
+
+def rng_blocks(start: int, count: int, seed: int, kind: str) -> Iterator[tuple[np.random.Generator, int]]:
+    """(rng of block k = default_rng([seed, k]), samples to keep from it) for samples [start, start + count)."""
+    if start % SYNTH_BLOCK:
+        raise UserError(f"synth {kind}: start {start} is not a multiple of {SYNTH_BLOCK}")
     end = start + count
     for b0 in range(start, end, SYNTH_BLOCK):
-        rng = np.random.default_rng([seed, b0 // SYNTH_BLOCK])
-        inputs, targets, meta = make_tracks(rng, SYNTH_BLOCK, det, o)
-        k = min(SYNTH_BLOCK, end - b0)
-        yield inputs[:k], targets[:k], {name: v[:k] for name, v in meta.items()}
+        yield np.random.default_rng([seed, b0 // SYNTH_BLOCK]), min(SYNTH_BLOCK, end - b0)
 
 
 def make_tracks(rng: np.random.Generator, n: int, det: Detector, opts: dict) -> tuple[np.ndarray, np.ndarray, dict]:

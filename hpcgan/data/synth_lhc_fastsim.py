@@ -45,16 +45,11 @@ def schema(**opts) -> dict:
 
 def generate(start: int, count: int, seed: int, **opts) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """Samples [start, start + count) in blocks of SYNTH_BLOCK; block k uses default_rng([seed, k])."""
-    if start % SYNTH_BLOCK:
-        raise UserError(f"synth lhc-fastsim: start {start} is not a multiple of {SYNTH_BLOCK}")
     o = _options(opts)
     det = detector(int(o["layers"]), o["bfield"])
-    end = start + count
-    for b0 in range(start, end, SYNTH_BLOCK):
-        rng = np.random.default_rng([seed, b0 // SYNTH_BLOCK])
+    for rng, k in synth_lhc.rng_blocks(start, count, seed, "lhc-fastsim"):
         particles = synth_lhc.draw_particles(rng, SYNTH_BLOCK, o)
         truth, reco, n_hits = full_chain(rng, particles, det)
-        k = min(SYNTH_BLOCK, end - b0)
         yield truth[:k], reco[:k], {"true_params": truth[:k], "n_hits": n_hits[:k]}
 
 
