@@ -21,6 +21,8 @@ of the fit, per track.
 
 Flag rule (`flags`): a generator is flagged when any of
   - the resolution ratio of a parameter, pooled over bins (weights 1 / err^2), is |ratio - 1| > Z_FLAG err,
+  - the per-bin resolution ratios of a parameter: sum of ((ratio - 1) / err)^2 above the chi^2 quantile at P_FLAG
+    (a width right on average but wrong at low pT or forward),
   - the bias of a parameter, pooled the same way, is |bias| > Z_FLAG err,
   - the efficiency differs: sum over bins of z^2 (binomial z) above the chi^2 quantile at P_FLAG,
   - the two-sample AUC is above 0.5 + Z_FLAG sd (the null's standard deviation).
@@ -79,6 +81,15 @@ def _pool(values: list[float], errors: list[float], ref: float) -> dict:
     w = 1.0 / e ** 2
     mean, err = float((w * v).sum() / w.sum()), float(1.0 / math.sqrt(w.sum()))
     return {"value": mean, "err": err, "z": (mean - ref) / err}
+
+
+def _chi2(values: list[float], errors: list[float], ref: float) -> dict:
+    """sum over bins of ((value - ref) / err)^2, the bins, the bound at P_FLAG and chi2 per bin."""
+    z = (np.array(values, float) - ref) / np.array(errors, float)
+    k = len(z)
+    chi2 = float(np.sum(z * z))
+    return {"chi2": chi2, "bins": k, "bound": chi2_quantile(k, P_FLAG) if k else math.inf,
+            "per_bin": chi2 / k if k else None}
 
 
 def chi2_quantile(k: int, p: float) -> float:
@@ -148,24 +159,28 @@ def compare(truth: np.ndarray, ref: np.ndarray, gen: np.ndarray, ref_found: np.n
         d = per_param[name]
         pr = np.concatenate(pulls_r[k]) if pulls_r[k] else np.zeros(0)
         pg = np.concatenate(pulls_g[k]) if pulls_g[k] else np.zeros(0)
-        pooled[name] = {"resolution_ratio": _pool(d["ratio"], d["ratio_err"], 1.0), "bias": _pool(d["bias"], d["bias_err"], 0.0),
+        pooled[name] = {"resolution_ratio": _pool(d["ratio"], d["ratio_err"], 1.0),
+                        "resolution_chi2": _chi2(d["ratio"], d["ratio_err"], 1.0), "bias": _pool(d["bias"], d["bias_err"], 0.0),
                         "pulls_ref": _pull_summary(pr), "pulls_gan": _pull_summary(pg)}
     eff_chi2 = float(np.sum(np.square(eff_z))) if eff_z else 0.0
     eff_bound = chi2_quantile(len(eff_z), P_FLAG) if eff_z else math.inf
     c2st = two_sample_auc(truth, ref, gen, ref_found, gen_found, seed=seed)
     flags = {
         "resolution": [name for name in PARAMS if abs(pooled[name]["resolution_ratio"]["z"]) > Z_FLAG],
+        "resolution_bins": [name for name in PARAMS
+                            if pooled[name]["resolution_chi2"]["chi2"] > pooled[name]["resolution_chi2"]["bound"]],
         "bias": [name for name in PARAMS if abs(pooled[name]["bias"]["z"]) > Z_FLAG],
         "efficiency": bool(eff_chi2 > eff_bound),
         "two_sample": bool(c2st["auc"] > c2st["bound"]),
     }
-    flags["flagged"] = bool(flags["resolution"] or flags["bias"] or flags["efficiency"] or flags["two_sample"])
+    flags["flagged"] = bool(flags["resolution"] or flags["resolution_bins"] or flags["bias"] or flags["efficiency"]
+                            or flags["two_sample"])
     out = {"pt_bins": list(PT_BINS), "eta_bins": list(ETA_BINS), "bins": bins, "pooled": pooled,
            "efficiency": {"ref": float(ref_found.mean()), "gan": float(gen_found.mean()), "chi2": eff_chi2,
                           "bins": len(eff_z), "chi2_bound": eff_bound},
            "two_sample": c2st, "flags": flags,
-           "rule": f"flagged if a pooled resolution ratio or bias is beyond {Z_FLAG} of its error, the efficiency "
-                   f"chi2 over bins is above its {P_FLAG:g} quantile, or the two-sample AUC exceeds 0.5 + {Z_FLAG} sd"}
+           "rule": f"flagged if a pooled resolution ratio or bias is beyond {Z_FLAG} of its error, the resolution "
+                   f"ratios' or the efficiency's chi2 over bins is above its {P_FLAG:g} quantile, or the two-sample AUC exceeds 0.5 + {Z_FLAG} sd"}
     if paired:
         out["per_track_distance"] = per_track_distance(ref, gen, width_of_track, ref_found & gen_found)
     return out
@@ -258,6 +273,7 @@ def headline(m: dict) -> dict:
     """The few numbers a README line quotes: pooled resolution ratios, biases, efficiency, AUC, flagged."""
     out = {"resolution_ratio": {k: v["resolution_ratio"]["value"] for k, v in m["pooled"].items()},
            "resolution_ratio_err": {k: v["resolution_ratio"]["err"] for k, v in m["pooled"].items()},
+           "resolution_chi2_per_bin": {k: v["resolution_chi2"]["per_bin"] for k, v in m["pooled"].items()},
            "bias_in_widths": {k: v["bias"]["value"] for k, v in m["pooled"].items()},
            "beyond3_gan": {k: v["pulls_gan"]["beyond3"] for k, v in m["pooled"].items()},
            "beyond3_ref": {k: v["pulls_ref"]["beyond3"] for k, v in m["pooled"].items()},
@@ -271,12 +287,13 @@ def headline(m: dict) -> dict:
 
 def format_table(m: dict) -> str:
     """Printed headline: per parameter the pooled numbers, then the two-sample test and the flags."""
-    lines = [f"{'parameter':<10}{'width GAN/ref':>16}{'bias [width]':>15}{'>3 sig ref':>12}{'>3 sig GAN':>12}"
+    lines = [f"{'parameter':<10}{'width GAN/ref':>16}{'chi2/bin':>10}{'bias [width]':>15}{'>3 sig ref':>12}{'>3 sig GAN':>12}"
              + ("{:>16}".format("rms (GAN-fit)/w") if "per_track_distance" in m else "")]
     for name, v in m["pooled"].items():
         r, b = v["resolution_ratio"], v["bias"]
         f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
-        line = (f"{name:<10}{f(r['value'], '.3f') + ' +- ' + f(r['err'], '.3f'):>16}{f(b['value'], '+.3f'):>15}"
+        line = (f"{name:<10}{f(r['value'], '.3f') + ' +- ' + f(r['err'], '.3f'):>16}"
+                f"{f(v['resolution_chi2']['per_bin'], '.1f'):>10}{f(b['value'], '+.3f'):>15}"
                 f"{f(v['pulls_ref']['beyond3'], '.4f'):>12}{f(v['pulls_gan']['beyond3'], '.4f'):>12}")
         if "per_track_distance" in m:
             line += f"{f(m['per_track_distance'][name]['rms'], '.3f'):>16}"
@@ -285,7 +302,8 @@ def format_table(m: dict) -> str:
     lines.append(f"efficiency ref {e['ref']:.4f} GAN {e['gan']:.4f} (chi2 {e['chi2']:.1f} over {e['bins']} bins, "
                  f"bound {e['chi2_bound']:.1f}); two-sample AUC {c['auc']:.4f} (bound {c['bound']:.4f})")
     fl = m["flags"]
-    lines.append(f"flagged: {fl['flagged']} (resolution {fl['resolution'] or '-'}, bias {fl['bias'] or '-'}, "
+    lines.append(f"flagged: {fl['flagged']} (resolution {fl['resolution'] or '-'}, per bin {fl['resolution_bins'] or '-'}, "
+                 f"bias {fl['bias'] or '-'}, "
                  f"efficiency {fl['efficiency']}, two-sample {fl['two_sample']})")
     return "\n".join(lines)
 
