@@ -95,3 +95,16 @@ def test_two_rank_run_and_evaluate_writes_headline(tmp_path, run_mpi, run_single
     assert set(head["resolution_ratio"]) == {"q/pT", "phi0", "eta", "d0", "z0"}
     assert 0 <= head["two_sample_auc"] <= 1 and head["two_sample_bound"] > 0.5
     assert head["flagged"]  # 12 steps do not make a fast simulation
+
+
+def test_rate_benchmark_times_the_whole_chain(tmp_path):
+    """benchmarks/lhc_rate.py on lhc-fastsim: the chain per track and vectorised, and the GAN, in one JSON."""
+    from benchmarks import lhc_rate
+    from benchmarks.common import read_result
+
+    out = tmp_path / "rate.json"
+    assert lhc_rate.main(["--config", "lhc-fastsim-small", "--batch-sizes", "32", "--loop-tracks", "4",
+                          "--iters", "1", "--out", str(out)]) == 0
+    res = read_result(out, "lhc_rate")
+    methods = {r["method"] for r in res["results"]}
+    assert {"chain-per-track", "chain-numpy", "gan-cpu"} <= methods and res["params"]["workload"] == "lhc-fastsim"
