@@ -26,7 +26,7 @@ Flag rule (`flags`): a generator is flagged when any of
   - the bias of a parameter, pooled the same way, is |bias| > Z_FLAG err,
   - the efficiency differs: sum over bins of z^2 (binomial z) above the chi^2 quantile at P_FLAG,
   - the two-sample AUC is above 0.5 + Z_FLAG sd (the null's standard deviation).
-An extra independent error of 0.3 x the resolution widens it by sqrt(1.09) = 1.044; with 10^4 tracks
+An extra independent error of 0.3 x the resolution widens it by sqrt(1.09) = 1.044; with 2 x 10^4 tracks
 the pooled ratio's error is about 0.01, so it is flagged (tests/lhc/test_lhc_metrics.py).
 """
 from __future__ import annotations
