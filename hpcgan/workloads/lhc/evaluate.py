@@ -81,7 +81,7 @@ def _range(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(lo - pad), float(hi + pad)
 
 
-def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str) -> None:
+def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str, ref_label: str = "conventional fit") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,7 +99,7 @@ def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str) ->
         ha, _ = np.histogram(np.clip(a, lo, hi), edges)
         hb, _ = np.histogram(np.clip(b, lo, hi), edges)
         centers = 0.5 * (edges[1:] + edges[:-1])
-        ax.stairs(ha, edges, color=BLUE, label="conventional fit")
+        ax.stairs(ha, edges, color=BLUE, label=ref_label)
         ax.stairs(hb, edges, color=RED, label="GAN")
         ax.set_title(name, fontsize=10)
         ax.tick_params(labelbottom=False)

@@ -160,7 +160,7 @@ def evaluate(truth: np.ndarray, real: np.ndarray, fake: np.ndarray, out_dir: Pat
         spread = float(np.std(conv[name]))
         w1[name] = {"w1": ev.wasserstein1(gan[name], conv[name]), "spread": spread}
         w1[name]["w1_norm"] = w1[name]["w1"] / spread if spread > 0 else float("nan")
-    ev._overlay(names, conv, gan, out_dir / FIG_RESID, "fast simulation: residuals of found tracks (full chain blue, GAN red)")
+    ev._overlay(names, conv, gan, out_dir / FIG_RESID, "fast simulation: residuals of found tracks", ref_label="full chain")
     summary = {"headline": metrics.headline(m), "n_particles": int(len(truth)), "wasserstein1": w1,
                "metrics": m, "figures": {"metrics": FIG_METRICS, "residuals": FIG_RESID}}
     (out_dir / EVAL_JSON).write_text(json.dumps(summary, indent=1))
