@@ -123,13 +123,12 @@ def compare(truth: np.ndarray, ref: np.ndarray, gen: np.ndarray, ref_found: np.n
     width_of_track = np.full((n, 5), np.nan)
     eff_z = []
     for label, sel in _bins(truth):
-        nr_all, ng_all = int(sel.sum()), int(sel.sum())
+        n_bin = int(sel.sum())  # the same particles for both: efficiencies out of n_bin each
         eff_r, eff_g = ref_found[sel].mean(), gen_found[sel].mean()
-        p = (ref_found[sel].sum() + gen_found[sel].sum()) / (nr_all + ng_all)
-        eff_err = math.sqrt(max(p * (1 - p), 1e-12) * (1 / nr_all + 1 / ng_all))
-        row = {"bin": label, "n": nr_all, "efficiency_ref": float(eff_r), "efficiency_gan": float(eff_g)}
-        if nr_all >= MIN_BIN and 0 < p < 1:
-            eff_z.append((eff_g - eff_r) / eff_err)
+        p = 0.5 * (eff_r + eff_g)
+        row = {"bin": label, "n": n_bin, "efficiency_ref": float(eff_r), "efficiency_gan": float(eff_g)}
+        if n_bin >= MIN_BIN and 0 < p < 1:
+            eff_z.append((eff_g - eff_r) / math.sqrt(p * (1 - p) * 2 / n_bin))
         sr, sg = sel & ref_found, sel & gen_found
         nr, ng = int(sr.sum()), int(sg.sum())
         row.update({"n_ref": nr, "n_gan": ng})
