@@ -191,7 +191,7 @@ class GalaxyConfig:
 
 @dataclass(frozen=True)
 class Config:
-    workload: str = "lhc"  # crf | lhc | galaxy
+    workload: str = "lhc"  # crf | lhc | lhc-fastsim | galaxy
     seed: int = 1234  # base seed: shuffles, init, noise
     backend: str = "auto"  # auto | horovod | torch | local
     device: str = "auto"  # auto | cpu | cuda
@@ -204,7 +204,7 @@ class Config:
     galaxy: GalaxyConfig = field(default_factory=GalaxyConfig)
 
     def __post_init__(self) -> None:
-        _choice("workload", self.workload, ("crf", "lhc", "galaxy"))
+        _choice("workload", self.workload, ("crf", "lhc", "lhc-fastsim", "galaxy"))
         _choice("backend", self.backend, ("auto", "horovod", "torch", "local"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _at_least("seed", self.seed, 0)

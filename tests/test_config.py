@@ -26,7 +26,7 @@ def test_shipped_presets_exist():
 @pytest.mark.parametrize("name", preset_names())
 def test_every_shipped_preset_loads_and_round_trips(name, tmp_path):
     cfg = load_config(name)
-    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "crf", "galaxy")
+    assert isinstance(cfg, Config) and cfg.workload in ("lhc", "lhc-fastsim", "crf", "galaxy")
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(str(tmp_path / "resolved.yaml")) == cfg  # the run dir's resolved config reloads exactly
 
@@ -135,7 +135,7 @@ ERRORS = [
     (["train.betas=[0.5, x]"], r"^config key train\.betas\[1\]: expected float, got 'x'$"),
     (["crf.widths=[16, 32.5]"], r"^config key crf\.widths\[1\]: expected int, got 32\.5$"),
     (["train.amp=maybe"], r"^config key train\.amp: expected one of auto, off, bf16, fp16, got 'maybe'$"),
-    (["workload=jets"], r"^config key workload: expected one of crf, lhc, galaxy, got 'jets'$"),
+    (["workload=jets"], r"^config key workload: expected one of crf, lhc, lhc-fastsim, galaxy, got 'jets'$"),
     (["backend=mpi"], r"^config key backend: expected one of auto, horovod, torch, local, got 'mpi'$"),
     (["data.remainder=keep"], r"^config key data\.remainder: expected one of drop, pad, got 'keep'$"),
     (["train.epochs"], r"^override 'train\.epochs': expected section\.key=value$"),

@@ -18,7 +18,7 @@ import yaml
 
 from hpcgan.errors import UserError
 
-SYNTH_WORKLOADS = ("crf", "lhc", "galaxy")
+SYNTH_WORKLOADS = ("crf", "lhc", "lhc-fastsim", "galaxy")
 CONVERTERS = {"crf-npz": "hpcgan.data.convert_crf", "trackml": "hpcgan.data.convert_trackml",
               "galaxy-fits": "hpcgan.data.convert_galaxy"}
 
@@ -133,7 +133,7 @@ def run_synth(args: argparse.Namespace) -> int:
         opts["size"] = tuple(args.size)
     if args.layers is not None:
         opts["layers"] = args.layers
-    module = importlib.import_module(f"hpcgan.data.synth_{args.workload}")
+    module = importlib.import_module(f"hpcgan.data.synth_{args.workload.replace('-', '_')}")
     backend = _start(args.backend)
     try:
         rank, size = backend.rank, backend.size
@@ -145,7 +145,7 @@ def run_synth(args: argparse.Namespace) -> int:
             if rank >= len(ranges):
                 return None
             start, stop = ranges[rank]
-            provenance = {"generator": f"hpcgan.data.synth_{args.workload}", "options": opts, "seed": args.seed,
+            provenance = {"generator": module.__name__, "options": opts, "seed": args.seed,
                           "n_total": args.n, "range": [start, stop], "file": rank, "files": len(ranges),
                           "synth_block": SYNTH_BLOCK, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           "command": " ".join(sys.argv)}

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             n = sum(t[0] for t in times)
             rate_model = n / max(max(t[1] for t in times), 1e-12)
             rate_wall = n / max(max(t[2] for t in times), 1e-12)
-            unit = "tracks" if cfg.workload == "lhc" else "samples"
+            unit = "tracks" if cfg.workload.startswith("lhc") else "samples"
             print(f"generated {n} {unit} on {backend.size} rank(s) ({backend.device}): "
                   f"{rate_model:,.0f} {unit}/s in the generator, {rate_wall:,.0f} {unit}/s end to end (read + write)")
             print(json.dumps({"samples": n, "ranks": backend.size, "rate_model_per_s": rate_model,

@@ -72,16 +72,20 @@ def schema(**opts) -> dict:
 
 def generate(start: int, count: int, seed: int, **opts) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """Samples [start, start + count) in blocks of SYNTH_BLOCK; block k uses default_rng([seed, k])."""
-    if start % SYNTH_BLOCK:
-        raise UserError(f"synth lhc: start {start} is not a multiple of {SYNTH_BLOCK}")
     o = _options(opts)
     det = detector(int(o["layers"]), o["bfield"])
+    for rng, k in rng_blocks(start, count, seed, "lhc"):
+        inputs, targets, meta = make_tracks(rng, SYNTH_BLOCK, det, o)
+        yield inputs[:k], targets[:k], {name: v[:k] for name, v in meta.items()}
+
+
+def rng_blocks(start: int, count: int, seed: int, kind: str) -> Iterator[tuple[np.random.Generator, int]]:
+    """(rng of block k = default_rng([seed, k]), samples to keep from it) for samples [start, start + count)."""
+    if start % SYNTH_BLOCK:
+        raise UserError(f"synth {kind}: start {start} is not a multiple of {SYNTH_BLOCK}")
     end = start + count
     for b0 in range(start, end, SYNTH_BLOCK):
-        rng = np.random.default_rng([seed, b0 // SYNTH_BLOCK])
-        inputs, targets, meta = make_tracks(rng, SYNTH_BLOCK, det, o)
-        k = min(SYNTH_BLOCK, end - b0)
-        yield inputs[:k], targets[:k], {name: v[:k] for name, v in meta.items()}
+        yield np.random.default_rng([seed, b0 // SYNTH_BLOCK]), min(SYNTH_BLOCK, end - b0)
 
 
 def make_tracks(rng: np.random.Generator, n: int, det: Detector, opts: dict) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -106,7 +110,13 @@ def simulate(rng: np.random.Generator, n: int, det: Detector, opts: dict):
     """n particles through the barrel -> hits (n, L, 3) [mm] float64, mask (n, L), truth (n, 5), charge (n,).
 
     Every random number is drawn with a fixed shape in a fixed order, so a block is reproducible."""
-    L = det.n_layers
+    particles = draw_particles(rng, n, opts)
+    hits, mask, truth = propagate(rng, particles, det)
+    return hits, mask, truth, particles["charge"]
+
+
+def draw_particles(rng: np.random.Generator, n: int, opts: dict) -> dict[str, np.ndarray]:
+    """n pions at their vertex: charge, pt [GeV], eta, phi (direction at the vertex), vtx (n, 3) [mm]."""
     charge = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     a = 1.0 - opts["pt_power"]
     lo, hi = opts["pt_min"] ** a, opts["pt_max"] ** a
@@ -115,6 +125,16 @@ def simulate(rng: np.random.Generator, n: int, det: Detector, opts: dict):
     phi = rng.uniform(-np.pi, np.pi, n)
     vtx = np.stack([rng.normal(0, opts["vertex_xy"], n), rng.normal(0, opts["vertex_xy"], n),
                     rng.normal(0, opts["vertex_z"], n)], axis=1)
+    return {"charge": charge, "pt": pt, "eta": eta, "phi": phi, "vtx": vtx}
+
+
+def propagate(rng: np.random.Generator, particles: dict[str, np.ndarray], det: Detector):
+    """The detector's stochastic response to given particles -> hits (n, L, 3), mask (n, L), truth (n, 5).
+
+    Called again with another rng on the same particles, it gives an independent response (the
+    reference for 'the full chain against an independent sample of itself')."""
+    charge, pt, eta, phi, vtx = (particles[k] for k in ("charge", "pt", "eta", "phi", "vtx"))
+    n, L = len(pt), det.n_layers
     u_eff = rng.random((n, L))
     g_rphi, g_z = rng.standard_normal((n, L)), rng.standard_normal((n, L))
     g_ms = rng.standard_normal((n, L, 2))
@@ -157,4 +177,4 @@ def simulate(rng: np.random.Generator, n: int, det: Detector, opts: dict):
         theta = np.where(inside, np.clip(theta + theta0 * g_ms[:, l, 0], 1e-3, np.pi - 1e-3), theta)
         phi_dir = np.where(inside, dir_at + theta0 * g_ms[:, l, 1] / np.sin(theta), dir_at)
         pos = np.where(alive[:, None], point, pos)
-    return hits, mask, truth, charge
+    return hits, mask, truth

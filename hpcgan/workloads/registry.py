@@ -82,7 +82,8 @@ def batch_sum(per_sample: torch.Tensor) -> np.ndarray:
 
 
 _REGISTRY: dict[str, Callable[[Config], Workload]] = {}
-_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc", "galaxy": "hpcgan.workloads.galaxy"}
+_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc", "lhc-fastsim": "hpcgan.workloads.lhc",
+            "galaxy": "hpcgan.workloads.galaxy"}
 
 
 def register(name: str) -> Callable:

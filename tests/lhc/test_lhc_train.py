@@ -31,6 +31,9 @@ def test_short_training_beats_untrained(tmp_path, run_mpi, run_single, hpcgan):
     assert job.returncode == 0, job.describe()
     trained = json.loads((tmp_path / "eval" / ev.EVAL_JSON).read_text())
     assert (tmp_path / "eval" / ev.FIG_PARAMS).is_file() and (tmp_path / "eval" / ev.FIG_RESID).is_file()
+    head = json.loads((tmp_path / "eval" / "summary.json").read_text())["headline"]  # issue 15's metrics lead
+    assert set(head["resolution_ratio"]) == {"q/pT", "phi0", "eta", "d0", "z0"} and 0 <= head["two_sample_auc"] <= 1
+    assert (tmp_path / "eval" / ev.FIG_METRICS).is_file()
 
     cfg = load_config("lhc-small")
     w = get_workload(cfg)

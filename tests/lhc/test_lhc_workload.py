@@ -84,9 +84,12 @@ def test_evaluation_identical_is_zero_and_writes_plots(data, tmp_path):
     summary = w.evaluate(inputs, targets, targets.copy(), meta, tmp_path)
     assert all(v["w1"] == 0 for v in summary["wasserstein1"].values())
     assert summary["w1_norm_mean_parameters"] == 0 and summary["w1_norm_mean_residuals"] == 0
-    for name in (ev.FIG_PARAMS, ev.FIG_RESID, ev.FIG_RESOLUTION, ev.EVAL_JSON):
+    for name in (ev.FIG_PARAMS, ev.FIG_RESID, ev.FIG_RESOLUTION, ev.FIG_METRICS, ev.EVAL_JSON):
         assert (tmp_path / name).stat().st_size > 1000
     saved = json.loads((tmp_path / ev.EVAL_JSON).read_text())
+    head = saved["headline"]  # the fit against itself: not flagged, zero per-track distance
+    assert not head["flagged"] and all(v == 0 for v in head["per_track_distance_rms"].values())
+    assert head["two_sample_auc"] <= head["two_sample_bound"]
     table = saved["resolution_vs_pt"]
     assert table["pT"]["conventional"] == table["pT"]["gan"] and table["pT"]["conventional"][0] > 0
 

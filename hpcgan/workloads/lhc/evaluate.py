@@ -5,9 +5,12 @@ Figures (conventional fit in blue, GAN in red, ratio GAN / fit below each panel)
   lhc_residuals.png    reconstructed - true: (pT - pT_true)/pT_true, q/pT, phi0 [mrad], eta, d0 [um], z0 [mm],
                        and the fitted points' r-phi distance to the measured hits [um]
   lhc_resolution.png   resolution of pT and d0 versus true pT (half the 16-84 % interval per pT bin)
-Numbers (lhc_evaluation.json and a printed table): per variable the Wasserstein-1 distance between
-the GAN's and the fit's distributions divided by the fit distribution's standard deviation
-(0 = identical; ~1 = as far apart as the distribution is wide), and the resolution tables.
+  lhc_metrics.png      the headline: resolution ratio GAN / fit per true pT and |eta| bin, efficiency
+Numbers (lhc_evaluation.json and a printed table): the headline, from hpcgan.workloads.lhc.metrics
+(resolution and bias relative to the fit per bin, pulls, two-sample AUC, the per-track distance
+GAN - fit in units of the fit's resolution, and whether the generator is flagged); then, secondary,
+per variable the Wasserstein-1 distance between the GAN's and the fit's marginal distributions
+divided by the fit's standard deviation, which moves little when the GAN is worse per track.
 """
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from hpcgan.errors import UserError
+from hpcgan.workloads.lhc import metrics
 
 EVAL_JSON = "lhc_evaluation.json"
 FIG_PARAMS = "lhc_parameters.png"
 FIG_RESID = "lhc_residuals.png"
 FIG_RESOLUTION = "lhc_resolution.png"
+FIG_METRICS = "lhc_metrics.png"
 PT_BINS = (0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 100.0)
 BLUE, RED = "tab:blue", "tab:red"
 
@@ -76,7 +81,7 @@ def _range(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(lo - pad), float(hi + pad)
 
 
-def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str) -> None:
+def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str, ref_label: str = "conventional fit") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,7 +99,7 @@ def _overlay(names: list[str], conv: dict, gan: dict, path: Path, title: str) ->
         ha, _ = np.histogram(np.clip(a, lo, hi), edges)
         hb, _ = np.histogram(np.clip(b, lo, hi), edges)
         centers = 0.5 * (edges[1:] + edges[:-1])
-        ax.stairs(ha, edges, color=BLUE, label="conventional fit")
+        ax.stairs(ha, edges, color=BLUE, label=ref_label)
         ax.stairs(hb, edges, color=RED, label="GAN")
         ax.set_title(name, fontsize=10)
         ax.tick_params(labelbottom=False)
@@ -186,6 +191,10 @@ def evaluate(inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict,
         summary["resolution_vs_pt"] = table
         summary["w1_norm_mean_residuals"] = float(np.mean([w1[k]["w1_norm"] for k in resid]))
         summary["figures"].update({"residuals": FIG_RESID, "resolution": FIG_RESOLUTION})
+        m = metrics.compare(truth, real[:, :5], fake[:, :5], paired=True)
+        metrics.plot(m, out_dir / FIG_METRICS)
+        summary = {"headline": metrics.headline(m), **summary, "metrics": m}
+        summary["figures"]["metrics"] = FIG_METRICS
     (out_dir / EVAL_JSON).write_text(json.dumps(summary, indent=1))
     if verbose:
         print(format_table(summary))
@@ -193,8 +202,10 @@ def evaluate(inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict,
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"LHC evaluation: {summary['n_tracks']} tracks, {summary['n_layers']} layers",
-             f"{'variable':<24}{'W1(GAN, fit)':>14}{'fit spread':>14}{'W1 / spread':>13}"]
+    lines = [f"LHC evaluation: {summary['n_tracks']} tracks, {summary['n_layers']} layers"]
+    if "metrics" in summary:
+        lines += [metrics.format_table(summary["metrics"]), "secondary: marginal distributions"]
+    lines += [f"{'variable':<24}{'W1(GAN, fit)':>14}{'fit spread':>14}{'W1 / spread':>13}"]
     for name, v in summary["wasserstein1"].items():
         lines.append(f"{name:<24}{v['w1']:>14.4g}{v['spread']:>14.4g}{v['w1_norm']:>13.4f}")
     table = summary.get("resolution_vs_pt")

@@ -38,14 +38,24 @@ def inputs_to_data(cond: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     return torch.stack([cond[:, 0] * r, cond[:, 1] * r, cond[:, 2] * Z_SCALE, cond[:, 3]], dim=1)
 
 
+def params_to_model(p: torch.Tensor) -> torch.Tensor:
+    """(N, 5) q/pT, phi0, eta, d0, z0 in file units -> (N, 6) model space (the angle as cos, sin)."""
+    return torch.stack([p[:, 0] / QPT_SCALE, torch.cos(p[:, 1]), torch.sin(p[:, 1]), p[:, 2],
+                        p[:, 3] / D0_SCALE, p[:, 4] / Z0_SCALE], dim=1)
+
+
+def params_to_data(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of `params_to_model` (phi0 = atan2(sin, cos))."""
+    return torch.stack([m[:, 0] * QPT_SCALE, torch.atan2(m[:, 2], m[:, 1]), m[:, 3], m[:, 4] * D0_SCALE,
+                        m[:, 5] * Z0_SCALE], dim=1)
+
+
 def targets_to_model(targets: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """(N, 5 + 3L) fitted tracks in file units -> (N, 6 + 3L) model space."""
     n, L = targets.shape[0], radii.numel()
-    p = targets[:, :5]
+    params = params_to_model(targets[:, :5])
     pts = targets[:, 5:].reshape(n, L, 3)
     r = radii.to(targets.dtype)
-    params = torch.stack([p[:, 0] / QPT_SCALE, torch.cos(p[:, 1]), torch.sin(p[:, 1]), p[:, 2],
-                          p[:, 3] / D0_SCALE, p[:, 4] / Z0_SCALE], dim=1)
     points = torch.stack([pts[..., 0] / r, pts[..., 1] / r, pts[..., 2] / Z_SCALE], dim=-1)
     return torch.cat([params, points.reshape(n, 3 * L)], dim=1)
 
@@ -54,8 +64,7 @@ def targets_to_data(track: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Inverse of `targets_to_model` (phi0 = atan2(sin, cos), so any (cos, sin) pair maps to an angle)."""
     n, L = track.shape[0], radii.numel()
     r = radii.to(track.dtype)
-    params = torch.stack([track[:, 0] * QPT_SCALE, torch.atan2(track[:, 2], track[:, 1]), track[:, 3],
-                          track[:, 4] * D0_SCALE, track[:, 5] * Z0_SCALE], dim=1)
+    params = params_to_data(track[:, :6])
     pts = track[:, 6:].reshape(n, L, 3)
     points = torch.stack([pts[..., 0] * r, pts[..., 1] * r, pts[..., 2] * Z_SCALE], dim=-1)
     return torch.cat([params, points.reshape(n, 3 * L)], dim=1)
@@ -81,3 +90,23 @@ def helix_points(qpt: torch.Tensor, phi0: torch.Tensor, eta: torch.Tensor, d0: t
     arc = torch.where(half > 1e-4, chord * torch.asin(safe) / safe, chord * (1 + half * half / 6))
     z = z00 + arc * torch.sinh(e)
     return torch.stack([x, y, z], dim=-1)
+
+
+# Nominal resolution of the reconstructed (q/pT, phi0, eta, d0, z0) for a true particle: a + b |q/pT|
+# (measurement term + multiple scattering), read off the full chain (synth_lhc_fastsim, |eta| < 2, within a
+# factor ~2 everywhere). It makes residuals O(1): the fast-simulation generator's output unit, the
+# discriminator's and the two-sample classifier's features.
+RESOLUTION_A = (2e-4, 1.5e-4, 3e-4, 0.01, 0.04)  # 1/GeV, rad, -, mm, mm
+RESOLUTION_B = (0.015, 0.004, 0.004, 0.25, 0.35)  # the same per 1/GeV of |q/pT|
+
+
+def resolution_scale(truth):
+    """(N, >=5) true parameters in file units (numpy or torch) -> (N, 5) nominal resolution, same type."""
+    qpt = abs(truth[:, :1])
+    if isinstance(truth, torch.Tensor):
+        a, b = (torch.tensor(v, dtype=truth.dtype, device=truth.device) for v in (RESOLUTION_A, RESOLUTION_B))
+    else:
+        import numpy as np
+
+        a, b = np.array(RESOLUTION_A), np.array(RESOLUTION_B)
+    return a + b * qpt

@@ -1,0 +1,169 @@
+"""The LHC fast simulation: true particle -> what the full chain reconstructs, sampled from noise.
+
+Registered as the workload "lhc-fastsim" (data: `hpcgan data synth lhc-fastsim`, layout in
+hpcgan.data.synth_lhc_fastsim). Where the `lhc` workload learns a deterministic map (hits -> fit),
+this one learns a distribution: p(reconstructed track, found | true particle), the detector's
+stochastic response plus the reconstruction, which the full chain computes particle by particle
+through propagation, scattering, smearing and a fit (Musella and Pandolfi 2018 use a GAN for this).
+
+Model space (space.py): cond (N, 6) = the true parameters as space.params_to_model; track (N, 7) =
+the reconstructed parameters the same way (those of a lost track are zeros in file units), then found.
+Generator: an MLP (the `lhc` workload's residual blocks) on the true q/pT, |q/pT|, eta, d0, z0 and
+noise -> five residuals in units of the nominal resolution space.resolution_scale and a logit of
+the probability to find the track; reco = truth + residual x scale. The barrel is symmetric in
+azimuth, so phi0 enters only through the residual. `found` is a Bernoulli draw with that
+probability, exactly 0/1 in the forward pass with the probability's gradient (straight through),
+so the discriminator never sees a soft flag that real data lacks.
+Discriminator: an MLP on the same truth features, found, and found x asinh(residual / scale).
+Train with the adversarial loss only (loss.lambda_match: 0): an L1 to one sampled reconstruction
+would pull every track to the conditional median and remove the resolution the GAN is for.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcgan.errors import UserError
+from hpcgan.workloads.lhc import evaluate as ev
+from hpcgan.workloads.lhc import metrics, space
+from hpcgan.workloads.lhc.models import ResBlock
+from hpcgan.workloads.registry import Workload, register
+
+EVAL_JSON = "lhc_fastsim_evaluation.json"
+FIG_METRICS = "lhc_fastsim_metrics.png"
+FIG_RESID = "lhc_fastsim_residuals.png"
+N_TRUTH_FEATURES = 5
+
+
+def truth_features(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cond (N, 6) -> (truth in file units (N, 5), the azimuth-free features (N, 5))."""
+    truth = space.params_to_data(cond.float())
+    return truth, torch.stack([cond[:, 0], cond[:, 0].abs(), cond[:, 3], cond[:, 4], cond[:, 5]], dim=1).float()
+
+
+class FastSimGenerator(nn.Module):
+    """G(cond) -> (N, 7) reconstructed track and found flag in model space; noise drawn inside."""
+
+    def __init__(self, noise_dim: int = 16, hidden: int = 256, blocks: int = 4):
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.inp = nn.Linear(N_TRUTH_FEATURES + noise_dim, hidden)
+        self.blocks = nn.Sequential(*[ResBlock(hidden) for _ in range(blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 6))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        truth, feats = truth_features(cond)
+        noise = torch.randn(len(cond), self.noise_dim, device=cond.device, dtype=feats.dtype)
+        out = self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
+        reco = truth + out[:, :5] * space.resolution_scale(truth)
+        prob = torch.sigmoid(out[:, 5:])
+        draw = torch.rand(prob.shape, device=prob.device, dtype=prob.dtype)
+        found = (draw < prob).float() + (prob - prob.detach())  # a Bernoulli(prob) draw, prob's gradient
+        lost = space.params_to_model(torch.zeros_like(reco))
+        return torch.cat([found * space.params_to_model(reco) + (1 - found) * lost, found], dim=1)
+
+
+class FastSimDiscriminator(nn.Module):
+    """D(cond, track) -> [logits (N, 1)]: is this what the full chain reconstructs for this particle?"""
+
+    def __init__(self, hidden: int = 256, blocks: int = 3):
+        super().__init__()
+        self.inp = nn.Linear(N_TRUTH_FEATURES + 1 + 5, hidden)
+        self.blocks = nn.Sequential(*[ResBlock(hidden, act=lambda: nn.LeakyReLU(0.2)) for _ in range(blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
+
+    def forward(self, cond: torch.Tensor, track: torch.Tensor) -> list[torch.Tensor]:
+        truth, feats = truth_features(cond)
+        t = track.float()
+        found = t[:, 6:7]
+        res = space.params_to_data(t[:, :6]) - truth
+        res = torch.cat([res[:, :1], torch.remainder(res[:, 1:2] + torch.pi, 2 * torch.pi) - torch.pi, res[:, 2:]], dim=1)
+        r = found * torch.asinh(res / space.resolution_scale(truth))
+        return [self.head(self.blocks(self.inp(torch.cat([feats, found, r], dim=1))))]
+
+
+@register("lhc-fastsim")
+class LHCFastSimWorkload(Workload):
+    convnet = False
+
+    def build_generator(self) -> nn.Module:
+        c = self.cfg.lhc
+        return FastSimGenerator(c.noise_dim, c.hidden, c.blocks)
+
+    def build_discriminator(self) -> nn.Module:
+        c = self.cfg.lhc
+        return FastSimDiscriminator(c.d_hidden, c.d_blocks)
+
+    def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""
+        inputs = inputs.to(device, non_blocking=True).float()
+        targets = targets.to(device, non_blocking=True).float()
+        return space.params_to_model(inputs), torch.cat([space.params_to_model(targets[:, :5]), targets[:, 5:6]], dim=1)
+
+    def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
+        found = (fake[:, 6:7].float() > 0.5).float()
+        return torch.cat([space.params_to_data(fake[:, :6].float()) * found, found], dim=1)
+
+    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """Efficiency of both, and the spread of asinh(residual / nominal resolution), GAN / full chain."""
+        truth = space.params_to_data(cond.float())
+        out = {"eff_real": real[:, 6].float().mean().item(), "eff_gan": fake[:, 6].float().mean().item()}
+        spreads = []
+        for t in (real, fake):
+            d = self.to_data_units(t)
+            ok = d[:, 5] > 0.5
+            r = torch.from_numpy(metrics.residuals(truth[ok].cpu().numpy(), d[ok].cpu().numpy()))
+            spreads.append(torch.asinh(r / space.resolution_scale(truth[ok].cpu().double())).std(dim=0))
+        for k, name in enumerate(("qpt", "phi0", "eta", "d0", "z0")):
+            out[f"spread_ratio_{name}"] = (spreads[1][k] / spreads[0][k].clamp(min=1e-12)).item()
+        return out
+
+    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
+        return evaluate(inputs, real, fake, out_dir)
+
+    def check_dataset(self, attrs: dict, path: str) -> None:
+        super().check_dataset(attrs, path)
+        if self.cfg.data.normalize:
+            raise UserError(f"config key data.normalize: must be false for workload lhc-fastsim (tracks are used in "
+                            f"mm/GeV; the model's fixed physical scales normalise them), got true for {path}")
+        for key, want in (("input_shape", (5,)), ("target_shape", (6,))):
+            shape = attrs.get(key)
+            if shape is not None and tuple(int(s) for s in shape) != want:
+                raise UserError(f"{path}: {key} {tuple(int(s) for s in shape)}, workload lhc-fastsim expects {want} "
+                                f"(write the data with `hpcgan data synth lhc-fastsim`)")
+
+
+def evaluate(truth: np.ndarray, real: np.ndarray, fake: np.ndarray, out_dir: Path, verbose: bool = True) -> dict:
+    """Headline metrics (metrics.compare, independent samples) + residual overlays and marginal W1 (secondary)."""
+    truth, real, fake = (np.asarray(a, np.float64) for a in (truth, real, fake))
+    for name, a, width in (("true particles", truth, 5), ("full-chain tracks", real, 6), ("generated tracks", fake, 6)):
+        if a.ndim != 2 or a.shape != (len(truth), width):
+            raise UserError(f"lhc-fastsim evaluate: {name} have shape {a.shape}, expected ({len(truth)}, {width})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = metrics.compare(truth, real, fake, real[:, 5], fake[:, 5])
+    metrics.plot(m, out_dir / FIG_METRICS)
+    scale = space.resolution_scale(truth)
+    names = [f"(reco - true) / nominal, {p}" for p in metrics.PARAMS]
+    conv, gan = {}, {}
+    for store, tracks in ((conv, real), (gan, fake)):
+        ok = tracks[:, 5] > 0.5
+        r = metrics.residuals(truth, tracks) / scale
+        for k, name in enumerate(names):
+            store[name] = r[ok, k]
+    w1 = {}
+    for name in names:
+        spread = float(np.std(conv[name]))
+        w1[name] = {"w1": ev.wasserstein1(gan[name], conv[name]), "spread": spread}
+        w1[name]["w1_norm"] = w1[name]["w1"] / spread if spread > 0 else float("nan")
+    ev._overlay(names, conv, gan, out_dir / FIG_RESID, "fast simulation: residuals of found tracks", ref_label="full chain")
+    summary = {"headline": metrics.headline(m), "n_particles": int(len(truth)), "wasserstein1": w1,
+               "metrics": m, "figures": {"metrics": FIG_METRICS, "residuals": FIG_RESID}}
+    (out_dir / EVAL_JSON).write_text(json.dumps(summary, indent=1))
+    if verbose:
+        print(f"LHC fast simulation: {len(truth)} particles\n{metrics.format_table(m)}")
+    return summary

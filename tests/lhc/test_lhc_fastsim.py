@@ -1,0 +1,110 @@
+"""LHC fast simulation: the data (truth -> full chain, lost tracks kept), the workload, a 2-rank run + evaluate."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from hpcgan.config import load_config
+from hpcgan.data import synth_lhc_fastsim as fs
+from hpcgan.errors import UserError
+from hpcgan.workloads import get_workload
+from hpcgan.workloads.lhc import fastsim
+
+
+@pytest.fixture(scope="module")
+def data():
+    blocks = list(fs.generate(0, 2048, seed=4))
+    return tuple(np.concatenate([b[i] for b in blocks]) for i in (0, 1)) + (blocks,)
+
+
+def test_synth_layout_lost_tracks_and_determinism(data):
+    truth, reco, blocks = data
+    sc = fs.schema()
+    assert sc["input_shape"] == (5,) and sc["target_shape"] == (6,) and sc["target_channels"][-1] == "found"
+    assert truth.shape == (2048, 5) and reco.shape == (2048, 6) and truth.dtype == np.float32
+    found = reco[:, 5]
+    assert set(np.unique(found)) == {0.0, 1.0}
+    assert (reco[found == 0, :5] == 0).all()
+    n_hits = np.concatenate([b[2]["n_hits"] for b in blocks])
+    assert ((n_hits >= 5) == (found == 1)).all()
+    aeta = np.abs(truth[:, 2])
+    assert found[aeta < 1].mean() > 0.999 and found[aeta > 1.8].mean() < 0.7  # acceptance ends near |eta| 1.7
+    ok = found == 1
+    dq = reco[ok, 0] - truth[ok, 0]
+    assert 0 < np.median(np.abs(dq / truth[ok, 0])) < 0.05  # percent-level pT resolution, not identical
+    again = next(fs.generate(1024, 1024, seed=4))
+    assert np.array_equal(again[1], reco[1024:]) and np.array_equal(again[0], truth[1024:])
+    with pytest.raises(UserError, match="unknown option 'size'"):
+        fs.schema(size=3)
+
+
+def test_workload_round_trip_shapes_gradients(data):
+    truth, reco, _ = data
+    w = get_workload(load_config("lhc-fastsim-small"))
+    cond, real = w.prepare(torch.from_numpy(truth), torch.from_numpy(reco), torch.device("cpu"))
+    assert cond.shape == (2048, 6) and real.shape == (2048, 7)
+    assert np.allclose(w.to_data_units(real).numpy(), reco, atol=2e-5)
+    G, D = w.build_generator(), w.build_discriminator()
+    torch.manual_seed(0)
+    a, b = G(cond[:64]), G(cond[:64])
+    assert a.shape == (64, 7) and not torch.equal(a, b)
+    assert set(a[:, 6].detach().unique().tolist()) <= {0.0, 1.0}  # hard flag forward, soft gradient
+    D(cond[:64], a)[0].mean().backward()
+    for name, p in G.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    out = w.to_data_units(a.detach()).numpy()
+    assert (out[out[:, 5] == 0, :5] == 0).all()
+    v = w.validation_metrics(cond, real, real)
+    assert v["eff_real"] == v["eff_gan"] and v["spread_ratio_qpt"] == pytest.approx(1.0)
+
+
+def test_evaluate_and_dataset_checks(data, tmp_path):
+    truth, reco, _ = data
+    w = get_workload(load_config("lhc-fastsim-small"))
+    s = w.evaluate(truth, reco, reco.copy(), {}, tmp_path)
+    assert not s["headline"]["flagged"] and s["headline"]["efficiency_gan"] == s["headline"]["efficiency_ref"]
+    assert (tmp_path / fastsim.FIG_METRICS).stat().st_size > 1000 and (tmp_path / fastsim.EVAL_JSON).is_file()
+    with pytest.raises(UserError, match=r"generated tracks have shape \(2048, 5\)"):
+        w.evaluate(truth, reco, reco[:, :5], {}, tmp_path)
+    with pytest.raises(UserError, match="workload 'lhc', expected 'lhc-fastsim'"):
+        w.check_dataset({"workload": "lhc", "input_shape": (4, 10), "target_shape": (35,)}, "x.h5")
+    with pytest.raises(UserError, match=r"x.h5: target_shape \(35,\).*expects \(6,\)"):
+        w.check_dataset({"workload": "lhc-fastsim", "input_shape": (5,), "target_shape": (35,)}, "x.h5")
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_two_rank_run_and_evaluate_writes_headline(tmp_path, run_mpi, run_single, hpcgan):
+    train, val, run = tmp_path / "train.h5", tmp_path / "val.h5", tmp_path / "run"
+    for path, n, seed in ((train, 2048, 1), (val, 1024, 2)):
+        job = run_single([*hpcgan, "data", "synth", "lhc-fastsim", "--n", n, "--seed", seed, "--out", path, "--quiet"],
+                         timeout=120)
+        assert job.returncode == 0, job.describe()
+    with h5py.File(val) as f:
+        assert f.attrs["workload"] == "lhc-fastsim" and f["targets"].shape == (1024, 6)
+    run_mpi(2, [*hpcgan, "train", "--config", "lhc-fastsim-small", "--backend", "horovod", f"run_dir={run}",
+                f"data.path={train}", f"data.val_path={val}", "train.max_steps=6", "train.val_batches=1"], timeout=180)
+    job = run_single([*hpcgan, "evaluate", str(run), "--data", str(val)], timeout=120)
+    assert job.returncode == 0, job.describe()
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    head = summary["headline"]
+    assert set(head["resolution_ratio"]) == {"q/pT", "phi0", "eta", "d0", "z0"}
+    assert 0 <= head["two_sample_auc"] <= 1 and head["two_sample_bound"] > 0.5
+    assert head["flagged"]  # 6 steps do not make a fast simulation
+
+
+def test_rate_benchmark_times_the_whole_chain(tmp_path):
+    """benchmarks/lhc_rate.py on lhc-fastsim: the chain per track and vectorised, and the GAN, in one JSON."""
+    from benchmarks import lhc_rate
+    from benchmarks.common import read_result
+
+    out = tmp_path / "rate.json"
+    assert lhc_rate.main(["--config", "lhc-fastsim-small", "--batch-sizes", "32", "--loop-tracks", "4",
+                          "--iters", "1", "--out", str(out)]) == 0
+    res = read_result(out, "lhc_rate")
+    methods = {r["method"] for r in res["results"]}
+    assert {"chain-per-track", "chain-numpy", "gan-cpu"} <= methods and res["params"]["workload"] == "lhc-fastsim"
