@@ -16,7 +16,9 @@ hpcgan model: G then D of the chosen workload) reduced with
   - horovod, fusion on: allreduce_async_ every tensor then synchronize (default HOROVOD_FUSION_THRESHOLD),
   - horovod, fusion off: the same with HOROVOD_FUSION_THRESHOLD=0,
   - hpcgan flat: what the trainer does (Backend.sync_gradients: concatenate into
-    flat buffers, one allreduce each) over Horovod.
+    flat buffers, one allreduce each) over Horovod,
+  - hpcgan flat-fp16 / flat-bf16: the same with train.grad_compression (the buffers travel
+    in 16 bits); their bandwidth is counted in the fp32 gradient bytes they stand for.
 """
 from __future__ import annotations
 
@@ -142,8 +144,9 @@ def worker_fusion(mode: str, workload: str, warmup: int, iters: int, out: str) -
     hvd = comm.hvd
     shapes = parameter_shapes(workload_config(workload))
     tensors = [torch.ones(s) for part in ("G", "D") for s in shapes[part]]
-    if mode == "flat":
+    if mode.startswith("flat"):
         from hpcgan.runtime.env import detect_process
+        from hpcgan.train.step import GRAD_COMPRESSION
         from hpcgan.runtime.horovod_backend import HorovodBackend
 
         backend = HorovodBackend(detect_process(), torch.device("cpu"))
@@ -151,8 +154,10 @@ def worker_fusion(mode: str, workload: str, warmup: int, iters: int, out: str) -
         for p, t in zip(params, tensors):
             p.grad = t
 
+        compression = GRAD_COMPRESSION[mode.split("-")[1] if "-" in mode else "none"]
+
         def op():
-            backend.sync_gradients(params, group="bench")
+            backend.sync_gradients(params, group="bench", compression=compression)
     else:
         def op():
             handles = [hvd.allreduce_async_(t, op=hvd.Sum, name=f"t{i}") for i, t in enumerate(tensors)]
@@ -192,7 +197,7 @@ def run_benchmark(ranks: Sequence[int], libs: Sequence[str], sizes: Sequence[int
                     log(f"  {r['bytes']:>10d} B  {r['time_s']['median'] * 1e3:9.3f} ms  {r['busbw_GBps']:7.3f} GB/s")
             if fusion_workload and "horovod" in libs:
                 for mode, extra in (("fusion-on", {}), ("fusion-off", {"HOROVOD_FUSION_THRESHOLD": "0"}),
-                                    ("flat", {})):
+                                    ("flat", {}), ("flat-fp16", {}), ("flat-bf16", {})):
                     part = Path(tmp) / f"fusion-{mode}-{n}.json"
                     log(f"allreduce: horovod {mode}, {fusion_workload} gradients x {n} ranks ...")
                     run_ranks(n, "allreduce", ["--worker", "fusion", "--fusion-mode", mode, "--fusion-workload",
@@ -274,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="print the table of an existing --out file and exit")
     # worker-only options (set by the driver)
     p.add_argument("--worker", choices=[*LIBS, "fusion"], help=argparse.SUPPRESS)
-    p.add_argument("--fusion-mode", choices=["fusion-on", "fusion-off", "flat"], help=argparse.SUPPRESS)
+    p.add_argument("--fusion-mode", choices=["fusion-on", "fusion-off", "flat", "flat-fp16", "flat-bf16"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--part", help=argparse.SUPPRESS)
     return p
 

@@ -58,6 +58,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format for convnets on GPU
     compile: bool = False  # torch.compile (GPU needs compute capability >= 7.0)
     sync_batchnorm: bool = False  # batch statistics across ranks
+    grad_compression: str = "none"  # none | fp16 | bf16: dtype of the gradient allreduce (half the bytes)
     max_steps: int = 0  # stop after this many optimizer steps in total (0: no limit)
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
     keep_checkpoints: int = 3  # keep the last k checkpoints
@@ -77,6 +78,7 @@ class TrainConfig:
         _choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
         _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        _choice("train.grad_compression", self.grad_compression, ("none", "fp16", "bf16"))
         if self.warmup_samples and self.warmup_steps:
             raise UserError(f"config keys train.warmup_samples and train.warmup_steps: set one, not both "
                             f"(got {self.warmup_samples} and {self.warmup_steps}); warmup_samples means the same "
@@ -128,13 +130,7 @@ class CRFConfig:
         if (self.colour == "luma_chroma" or self.d_chroma) and self.out_channels != 3:
             raise UserError(f"config key crf.colour/crf.d_chroma: luminance and chroma need out_channels = 3 (RGB), "
                             f"got {self.out_channels}")
-        if not self.widths or not self.d_widths or any(
-                not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
-            raise UserError(f"config key crf.widths/crf.d_widths: expected non-empty lists of positive integers, "
-                            f"got {list(self.widths)} / {list(self.d_widths)}")
-        if self.size % 2 ** (len(self.widths) - 1):
-            raise UserError(f"config key crf.size: {self.size} is not divisible by 2^(levels-1) = "
-                            f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (crf.widths)")
+        _unet_shape("crf", self.size, self.widths, self.d_widths)
         if self.colour == "luma_chroma" and self.size % self.chroma_pool:
             raise UserError(f"config key crf.chroma_pool: {self.chroma_pool} does not divide crf.size {self.size}")
         _at_least("crf.noise_channels", self.noise_channels, 0)
@@ -175,13 +171,7 @@ class GalaxyConfig:
         _choice("galaxy.norm", self.norm, ("batch", "instance", "none"))
         for k in ("size", "d_scales", "rl_iterations"):
             _positive(f"galaxy.{k}", getattr(self, k))
-        if not self.widths or not self.d_widths or any(
-                not isinstance(w, int) or w < 1 for w in (*self.widths, *self.d_widths)):
-            raise UserError(f"config key galaxy.widths/galaxy.d_widths: expected non-empty lists of positive "
-                            f"integers, got {list(self.widths)} / {list(self.d_widths)}")
-        if self.size % 2 ** (len(self.widths) - 1):
-            raise UserError(f"config key galaxy.size: {self.size} is not divisible by 2^(levels-1) = "
-                            f"{2 ** (len(self.widths) - 1)} for {len(self.widths)} U-Net levels (galaxy.widths)")
+        _unet_shape("galaxy", self.size, self.widths, self.d_widths)
         _at_least("galaxy.noise_channels", self.noise_channels, 0)
         _in_range("galaxy.dropout", self.dropout, 0, 1)
         for k in ("stretch_soft", "wiener_balance"):
@@ -353,6 +343,16 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
 def _choice(key: str, value: str, options: Sequence[str]) -> None:
     if value not in options:
         raise UserError(f"config key {key}: expected one of {', '.join(options)}, got {value!r}")
+
+
+def _unet_shape(section: str, size: int, widths: Sequence[int], d_widths: Sequence[int]) -> None:
+    """U-Net/PatchGAN widths are positive integers, and the image size halves cleanly at every level."""
+    if not widths or not d_widths or any(not isinstance(w, int) or w < 1 for w in (*widths, *d_widths)):
+        raise UserError(f"config key {section}.widths/{section}.d_widths: expected non-empty lists of positive "
+                        f"integers, got {list(widths)} / {list(d_widths)}")
+    if size % 2 ** (len(widths) - 1):
+        raise UserError(f"config key {section}.size: {size} is not divisible by 2^(levels-1) = "
+                        f"{2 ** (len(widths) - 1)} for {len(widths)} U-Net levels ({section}.widths)")
 
 
 def _positive(key: str, value: int) -> None:

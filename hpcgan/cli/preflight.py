@@ -36,5 +36,9 @@ def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -
     plan = make_plan(cfg, backend.size, sizes["data.path"], sizes.get("data.val_path", 0))
     if plan.errors:  # the trainer's own plan: steps per epoch, accumulation (see --dry-run --world-size N)
         raise UserError(plan.errors[0])
+    if not backend.supports_compression(cfg.train.grad_compression):
+        raise UserError(f"config key train.grad_compression: {cfg.train.grad_compression} is not supported by the "
+                        f"{backend.name} backend (expected one of {', '.join(backend.compressions)}; the torch "
+                        "backend has all)")
     if backend.is_root and resume not in ("auto", "never") and not Path(resume).exists():
         raise UserError(f"--resume {resume}: no such checkpoint file or run directory")

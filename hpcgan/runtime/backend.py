@@ -143,21 +143,30 @@ class Backend(ABC):
     def wait(self, handle: Any) -> None:
         """Finish an allreduce started by allreduce_async_."""
 
-    def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads") -> None:
-        """Average the gradients of params over ranks, fused into few flat buffers."""
-        self.sync_gradient_groups({group: params})
+    # train.grad_compression values this backend's allreduce can carry.
+    compressions: tuple[str, ...] = ("none", "fp16", "bf16")
 
-    def sync_gradient_groups(self, groups: dict[str, Iterable[torch.nn.Parameter]]) -> None:
+    def supports_compression(self, name: str) -> bool:
+        return name in self.compressions
+
+    def sync_gradients(self, params: Iterable[torch.nn.Parameter], group: str = "grads",
+                       compression: torch.dtype | None = None) -> None:
+        """Average the gradients of params over ranks, fused into few flat buffers."""
+        self.sync_gradient_groups({group: params}, compression)
+
+    def sync_gradient_groups(self, groups: dict[str, Iterable[torch.nn.Parameter]],
+                             compression: torch.dtype | None = None) -> None:
         """Average several phases' gradients (G's and D's), fused into few flat buffers per phase.
 
         Called explicitly once per step (see STYLE.md on why hook-based optimizer wrappers misfire
         when G's backward runs through D). Every bucket of every phase is issued before any is waited
-        for, so D's transfer does not queue behind the host waiting for G's.
+        for, so D's transfer does not queue behind the host waiting for G's. `compression` (fp16 or
+        bf16) sends the buffers in that dtype, half the bytes of fp32 (train.grad_compression).
         """
         if self.size == 1:
             return
         self._average_fused({group: [p.grad for p in params if p.grad is not None]
-                             for group, params in groups.items()})
+                             for group, params in groups.items()}, compression)
 
     def average_buffers(self, module: torch.nn.Module, group: str = "buffers") -> None:
         """Average floating-point buffers over ranks: BatchNorm running statistics, which each rank
@@ -167,15 +176,28 @@ class Backend(ABC):
             return
         self._average_fused({group: [b for b in module.buffers() if b.is_floating_point()]})
 
-    def _average_fused(self, groups: dict[str, list[torch.Tensor]]) -> None:
+    def _average_fused(self, groups: dict[str, list[torch.Tensor]], compression: torch.dtype | None = None) -> None:
         """In-place mean over ranks of every tensor, fused into flat buckets (one allreduce each); every
-        bucket of every group is issued before any is waited for."""
+        bucket of every group is issued before any is waited for.
+
+        With `compression` the buffers travel in that dtype, each tensor divided by the rank count
+        first (Horovod's prescale): the sum then stays in the range of the values, which for fp16
+        matters, since gradients under a loss scaler are large.
+        """
         pending = []
         for group, tensors in groups.items():
             for i, bucket in enumerate(_buckets(tensors, BUCKET_BYTES)):
-                flat = self._flat_buffer(f"{group}.{i}", bucket)
-                torch.cat([g.reshape(-1) for g in bucket], out=flat)
-                pending.append((bucket, flat, self.allreduce_async_(flat, op="mean", name=f"{group}.{i}")))
+                flat = self._flat_buffer(f"{group}.{i}", bucket, compression)
+                if compression is None:
+                    torch.cat([g.reshape(-1) for g in bucket], out=flat)
+                    op = "mean"
+                else:
+                    offset = 0
+                    for g in bucket:
+                        flat[offset:offset + g.numel()].copy_(g.reshape(-1) / self.size)
+                        offset += g.numel()
+                    op = "sum"
+                pending.append((bucket, flat, self.allreduce_async_(flat, op=op, name=f"{group}.{i}")))
         for bucket, flat, handle in pending:
             self.wait(handle)
             offset = 0
@@ -184,14 +206,15 @@ class Backend(ABC):
                 g.copy_(flat[offset:offset + n].view_as(g))
                 offset += n
 
-    def _flat_buffer(self, key: str, bucket: list[torch.Tensor]) -> torch.Tensor:
+    def _flat_buffer(self, key: str, bucket: list[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
         """The same buffer every step: a fresh 64 MiB tensor per step costs page faults on
         CPU (glibc maps large blocks anew each time): 105 ms against 20 ms to fill a kept
         one, for the CRF gradients on the 2-core VM (2026-11-23)."""
         n = sum(g.numel() for g in bucket)
+        dtype = dtype or bucket[0].dtype
         buf = self._flat.get(key)
-        if buf is None or buf.numel() != n or buf.dtype != bucket[0].dtype or buf.device != bucket[0].device:
-            buf = self._flat[key] = torch.empty(n, dtype=bucket[0].dtype, device=bucket[0].device)
+        if buf is None or buf.numel() != n or buf.dtype != dtype or buf.device != bucket[0].device:
+            buf = self._flat[key] = torch.empty(n, dtype=dtype, device=bucket[0].device)
         return buf
 
     def broadcast_module(self, module: torch.nn.Module, root: int = 0) -> None:

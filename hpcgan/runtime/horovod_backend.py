@@ -29,6 +29,8 @@ class HorovodBackend(Backend):
         super().__init__(info, device)
         self._ops = {"sum": hvd.Sum, "mean": hvd.Average, "max": hvd.Max}
 
+    compressions = ("none", "fp16")  # Horovod 0.28's CPU/MPI ops have no bfloat16
+
     def allreduce_(self, tensor, op="mean", name=""):
         return self.hvd.allreduce_(tensor, op=self._ops[op], name=name or None)
 

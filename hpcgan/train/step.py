@@ -34,6 +34,9 @@ def amp_dtype(choice: str, device: torch.device, workload: Workload | None = Non
     return precision.resolve(choice, device, policy, workload.name if workload is not None else "")
 
 
+GRAD_COMPRESSION = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -74,6 +77,11 @@ class Training:
     def __post_init__(self) -> None:
         if self.sync_timer is None:
             self.sync_timer = DeviceTimer(self.device)
+
+    @property
+    def grad_compression(self) -> torch.dtype | None:
+        """dtype of the gradient allreduce (train.grad_compression), None for the gradients' own."""
+        return GRAD_COMPRESSION[self.cfg.train.grad_compression]
 
     def autocast(self):
         return precision.autocast(self.device, self.dtype)
@@ -136,7 +144,8 @@ class Training:
             return
         with self.sync_timer.measure():  # G's and D's buckets issued together, then waited for
             self.backend.sync_gradient_groups({"G": self.G.parameters(),
-                                               **({"D": self.D.parameters()} if self.loss.adversarial else {})})
+                                               **({"D": self.D.parameters()} if self.loss.adversarial else {})},
+                                              self.grad_compression)
         self.set_lr()
         self.scaler.step(self.opt_g)
         if self.loss.adversarial:
@@ -185,7 +194,7 @@ class Training:
                 self.opt_d.zero_grad(set_to_none=True)
                 continue
             with self.sync_timer.measure():
-                self.backend.sync_gradients(self.D.parameters(), group="D")
+                self.backend.sync_gradients(self.D.parameters(), group="D", compression=self.grad_compression)
             self.scaler.step(self.opt_d)
             self.scaler.update()
 

@@ -173,6 +173,26 @@ def check_sync_gradients(n: int) -> None:
           f"buckets {n_buckets}, wrong grads {bad}")
 
 
+def check_compressed_sync(n: int) -> None:
+    """train.grad_compression: buffers travel in fp16/bf16 and still give the mean, to their precision."""
+    shapes = [((7, 5), torch.float32), ((40,), torch.float32), ((9, 4), torch.float32)]
+    every = [grads_for(r, shapes) for r in range(n)]
+    want = [torch.stack([e[i] for e in every]).mean(0) for i in range(len(shapes))]
+    for dtype, rel in ((torch.float16, 2 ** -10), (torch.bfloat16, 2 ** -7)):
+        if not B.supports_compression({torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]):
+            check(f"{B.name} declares no {dtype} allreduce", B.name == "horovod" and dtype == torch.bfloat16)
+            continue
+        params = [torch.nn.Parameter(torch.zeros(s, dtype=d)) for s, d in shapes]
+        for p, g in zip(params, grads_for(B.rank, shapes)):
+            p.grad = g.clone()
+        B.sync_gradients(params, group=f"compressed-{dtype}", compression=dtype)
+        # Each rank's value is rounded once and every partial sum again: error ~ n roundings of the largest value.
+        scale = max(float(torch.stack([e[i] for e in every]).abs().max()) for i in range(len(shapes)))
+        err = max(float((p.grad - w).abs().max()) for p, w in zip(params, want)) / scale
+        check(f"sync_gradients compressed to {dtype}", err < n * rel and all(p.grad.dtype == torch.float32
+                                                                           for p in params), f"rel error {err}")
+
+
 def main() -> None:
     global B
     backend_name, shared = sys.argv[1], Path(sys.argv[2])
@@ -188,6 +208,7 @@ def main() -> None:
     check_average_buffers(n)
     check_broadcast_optimizer()
     check_sync_gradients(n)
+    check_compressed_sync(n)
     B.barrier()
     print(f"rank {B.rank}/{n} {B.describe()}: {len(CHECKS)} checks passed", flush=True)
     session.stop()

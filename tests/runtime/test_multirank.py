@@ -14,7 +14,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
-CHECKS_PER_RANK = 31  # every check in collectives_worker.py: none may be skipped silently
+CHECKS_PER_RANK = 33  # every check in collectives_worker.py: none may be skipped silently
 
 # id -> (launcher, backend)
 SETUPS = {

@@ -22,9 +22,14 @@ DATA = {
     "crf-small": (1024, 256, (44, 32, 32), (3, 32, 32)),
     "lhc": (1048576, 65536, (4, 10), (35,)),
     "lhc-small": (40960, 8192, (4, 10), (35,)),
+    "lhc-fastsim": (1048576, 65536, (5,), (6,)),
+    "lhc-fastsim-small": (65536, 16384, (5,), (6,)),
+    "galaxy": (4096, 454, (3, 424, 424), (3, 424, 424)),
+    "galaxy-small": (1024, 256, (3, 64, 64), (3, 64, 64)),
 }
 # The rank counts at which a preset's training set cannot fill one batch per rank (the job would stop).
-TOO_FEW = {"crf": {1024}, "crf-small": {1024}, "lhc": set(), "lhc-small": {1024}}
+TOO_FEW = {"crf": {1024}, "crf-small": {1024}, "lhc": set(), "lhc-small": {1024}, "lhc-fastsim": set(),
+           "lhc-fastsim-small": {1024}, "galaxy": set(), "galaxy-small": {1024}}
 
 
 def test_every_preset_is_covered():
@@ -36,7 +41,7 @@ def preset_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan-data")
     out = {}
     for name, (n_train, n_val, xs, ys) in DATA.items():
-        workload = name.split("-")[0]
+        workload = load_config(name).workload
         out[name] = (write_shaped(root / f"{name}-train.h5", workload, n_train, xs, ys),
                      write_shaped(root / f"{name}-val.h5", workload, n_val, xs, ys))
     return out

@@ -66,3 +66,24 @@ def test_lhc_two_ranks_match_one_process(tmp_path, run_mpi, run_single):
     for k in w1:
         if w1[k].is_floating_point():
             torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=5e-5, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("backend,compression", [("horovod", "fp16"), ("torch", "bf16")])
+def test_compressed_gradients_stay_close_to_uncompressed(tmp_path, run_mpi, run_single, backend, compression):
+    """train.grad_compression: the allreduce in fp16/bf16 (half the bytes) keeps training close to fp32.
+
+    Stated tolerance: after 3 steps every weight within 2e-3 absolute (the tiny CRF's weights are O(0.1);
+    Adam's first steps move them by about lr = 2e-4 each, so a sign error would exceed it) and at least 90 %
+    of the weights within 2e-5 (the rounding of one gradient in fp16/bf16 is 2^-11/2^-8 relative).
+    """
+    data = write_crf(tmp_path / "crf.h5", 16)
+    one = run_single([_hpcgan(), *args(data, tmp_path / "one", 16, "local")], timeout=180)
+    assert one.returncode == 0, one.describe()
+    run_mpi(2, [_hpcgan(), *args(data, tmp_path / "two", 8, backend), f"train.grad_compression={compression}"],
+            timeout=240)
+    w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
+    diffs = torch.cat([(w2[k].double() - w1[k].double()).abs().reshape(-1) for k in w1 if w1[k].is_floating_point()])
+    assert float(diffs.max()) < 2e-3
+    assert float((diffs < 2e-5).double().mean()) > 0.9
+    assert float(diffs.max()) > 0  # the compression did change something: the setting reached the allreduce
