@@ -17,8 +17,8 @@ hpcgan model: G then D of the chosen workload) reduced with
   - horovod, fusion off: the same with HOROVOD_FUSION_THRESHOLD=0,
   - hpcgan flat: what the trainer does (Backend.sync_gradients: concatenate into
     flat buffers, one allreduce each) over Horovod,
-  - hpcgan flat-fp16 / flat-bf16: the same with train.grad_compression (the buffers travel
-    in 16 bits); their bandwidth is counted in the fp32 gradient bytes they stand for.
+  - hpcgan flat-fp16: the same with train.grad_compression=fp16 (the buffers travel in 16
+    bits); its bandwidth is counted in the fp32 gradient bytes they stand for.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def run_benchmark(ranks: Sequence[int], libs: Sequence[str], sizes: Sequence[int
                     log(f"  {r['bytes']:>10d} B  {r['time_s']['median'] * 1e3:9.3f} ms  {r['busbw_GBps']:7.3f} GB/s")
             if fusion_workload and "horovod" in libs:
                 for mode, extra in (("fusion-on", {}), ("fusion-off", {"HOROVOD_FUSION_THRESHOLD": "0"}),
-                                    ("flat", {}), ("flat-fp16", {}), ("flat-bf16", {})):
+                                    ("flat", {}), ("flat-fp16", {})):  # Horovod 0.28 has no bf16 allreduce
                     part = Path(tmp) / f"fusion-{mode}-{n}.json"
                     log(f"allreduce: horovod {mode}, {fusion_workload} gradients x {n} ranks ...")
                     run_ranks(n, "allreduce", ["--worker", "fusion", "--fusion-mode", mode, "--fusion-workload",
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="print the table of an existing --out file and exit")
     # worker-only options (set by the driver)
     p.add_argument("--worker", choices=[*LIBS, "fusion"], help=argparse.SUPPRESS)
-    p.add_argument("--fusion-mode", choices=["fusion-on", "fusion-off", "flat", "flat-fp16", "flat-bf16"],
+    p.add_argument("--fusion-mode", choices=["fusion-on", "fusion-off", "flat", "flat-fp16"],
                    help=argparse.SUPPRESS)
     p.add_argument("--part", help=argparse.SUPPRESS)
     return p

@@ -87,7 +87,7 @@ if ! "$PY" -c "import horovod.torch" >/dev/null 2>&1; then
   WHEELDIR="$CACHE/wheels/horovod-$HOROVOD_VERSION-$TAG-$GPU_TAG-pins$PINS"
   WHEEL=$(ls "$WHEELDIR"/horovod-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$WHEEL" ]; then
-    log "building Horovod $HOROVOD_VERSION from source ($TAG, $GPU_TAG); about 8 minutes on 2 cores"
+    log "building Horovod $HOROVOD_VERSION from source ($TAG, $GPU_TAG); about 3 minutes on 2 cores, log in $HPCGAN_SETUP_LOGS"
     BUILD=$(mktemp -d)
     run_step horovod-download "$PY" -m pip download --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$BUILD"
     tar -xzf "$BUILD"/horovod-"$HOROVOD_VERSION".tar.gz -C "$BUILD"

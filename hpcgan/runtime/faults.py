@@ -7,6 +7,8 @@ Spec "RANK:STEP:ACTION" from config key train.fault or env HPCGAN_FAULT
   kill   SIGKILL to itself, like the OOM killer
   hang   sleep forever (the other ranks wait in the next collective)
   nangrad  a NaN in that rank's gradients of that step (before the step-boundary check)
+  slow   from that step on, that rank sleeps SLOW_STEP_S after every step (a straggler; the other ranks
+         wait for it, so the whole job slows down without changing a single weight)
 The trainer calls maybe_inject only `if fault is not None`, so an unset fault
 costs one comparison per step.
 """
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 
 from hpcgan.errors import UserError
 
-ACTIONS = ("raise", "exit", "kill", "hang", "nangrad")
+ACTIONS = ("raise", "exit", "kill", "hang", "nangrad", "slow")
 EXIT_FAULT = 3
+SLOW_STEP_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,10 @@ def poison(grads: list) -> None:
 
 def maybe_inject(fault: Fault, rank: int, step: int) -> None:
     """Act when (rank, step) is the fault's; otherwise return at once."""
-    if rank != fault.rank or step != fault.step or fault.action == "nangrad":
+    if fault.action == "slow" and rank == fault.rank and step >= fault.step:
+        time.sleep(SLOW_STEP_S)
+        return
+    if rank != fault.rank or step != fault.step or fault.action in ("nangrad", "slow"):
         return
     # The time lets tests measure how long the other ranks take to end after this one dies.
     print(f"[rank {rank}] injected fault: {fault.action} at step {step} (time {time.time():.3f})",

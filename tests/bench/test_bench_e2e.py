@@ -92,7 +92,7 @@ def test_allreduce_json(allreduce_doc):
         for r in c["rows"]:
             assert r["busbw_GBps"] > 0 and r["time_s"]["n"] == 2 and r["time_s"]["median"] > 0
     modes = {f["mode"]: f for f in allreduce_doc["results"]["fusion"]}
-    assert set(modes) == {"fusion-on", "fusion-off", "flat"}
+    assert set(modes) == {"fusion-on", "fusion-off", "flat", "flat-fp16"}
     assert modes["fusion-off"]["fusion_threshold"] == "0"
     assert len({f["tensors"] for f in modes.values()}) == 1 and modes["flat"]["bytes"] > 0
     assert {r["lib"] for r in allreduce_doc["results"]["relative_to_mpi"]} == {"horovod", "torch"}

@@ -55,7 +55,9 @@ def test_sweep_array_runs_every_point_survives_preemption_and_reports(slurm: Clu
     cmd = [str(HPCGAN), "sweep", "--config", "lhc-small", *TINY.split(), "--out", str(out),
            "--max-concurrent", "2", "--sbatch-args=--ntasks-per-node=1",
            "--grid", "train.lr_g=1e-4,2e-4,3e-4,4e-4"]
-    p = subprocess.run(cmd, cwd=slurm.workdir, env=slurm.env(), capture_output=True, text=True, timeout=120)
+    # Every element straggles (0.25 s a step, weights unchanged) so that element 1 is still training when signalled.
+    p = subprocess.run(cmd, cwd=slurm.workdir, env=slurm.env(HPCGAN_FAULT="0:1:slow"), capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     array_id = p.stdout.split("submitted job array ")[1].split(":")[0]
     assert "#SBATCH --array=0-3%2" in (out / "array.sh").read_text()

@@ -49,7 +49,9 @@ def test_preempted_job_checkpoints_requeues_resumes_and_matches(slurm: Cluster, 
     at_step = random.Random(os.environ.get("HPCGAN_TEST_SEED", time.time_ns())).randint(3, 15)
     print(f"signalling once training has passed step {at_step}")
     run_dir = slurm.workdir / "runs" / "preempted"
-    job = slurm.sbatch(TRAIN, HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir))
+    # A straggling rank 0 (0.25 s a step, weights unchanged): the tiny run otherwise ends (24 steps in ~2 s)
+    # before the signal lands.
+    job = slurm.sbatch(TRAIN, HPCGAN_OVERRIDES=TINY, HPCGAN_RUN_DIR=str(run_dir), HPCGAN_FAULT="0:1:slow")
     slurm.wait(job, timeout=180, until=lambda j: _metrics_step(run_dir) >= at_step or j.state not in ("PENDING", "RUNNING"))
     assert job.state == "RUNNING", f"job {job.state} before the signal:\n{job.log()}"
     t_signal = time.time()
