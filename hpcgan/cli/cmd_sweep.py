@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     cmd = ["sbatch", "--parsable", *shlex.split(args.sbatch_args), str(out / "array.sh")]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        raise UserError(f"sbatch {out / 'array.sh'} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+        why = ((p.stderr or p.stdout).strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        raise UserError(f"sbatch {out / 'array.sh'} failed: {why}")
     job = p.stdout.strip().split(";")[0]
     print(f"submitted job array {job}: {len(planned)} point(s) of {config} in {out} "
           f"(logs in {out / 'logs'}); when done: hpcgan sweep report {out}")
