@@ -7,8 +7,26 @@ reflectance for the same reason.
 
 Conventions: wavenumber k in cycles per image (along the shorter side), bins
 of width 1 centred on the integers 1 .. min(H, W) // 2 (the DC term is left
-out); P(k) is the mean of |FFT|^2 / (H W) over the bin's Fourier modes, so a
-white-noise field of variance s^2 has P(k) = s^2 at every k.
+out); P(k) is the mean of |FFT|^2 / sum(w^2) over the bin's Fourier modes,
+with w the taper below, so a white-noise field of variance s^2 has P(k) = s^2
+at every k, windowed or masked.
+
+Taper: every field is multiplied by a separable 2-D Hann window (periodic
+form, 0.5 - 0.5 cos(2 pi n / N) along each axis) before the DFT. The DFT
+treats a field as periodic; a real reflectance field is not, and the jump
+between its opposite edges (or a large-scale gradient) puts power at every k
+that falls only as k^-2, which swamps steep spectra in the high band. Hann
+goes to zero at the edges and its own leakage falls as k^-6 (Harris 1978); a
+separable window keeps that along both axes, and Hann's main lobe is only 2
+bins wide, which matters on 32-pixel tiles.
+
+Invalid pixels (valid == 0, e.g. no satellite view in the converter's
+meta/valid): they get weight 0, so their values cannot matter. The mean
+removed is the window-weighted mean over the valid pixels (a masked pixel
+is thus filled with that mean), and the normalisation sum(w^2) counts only
+valid pixels, so white noise on the valid part still gives P = s^2. The mask's
+own edges leak like any sharp edge; a sample with only a few valid pixels
+gives a noisy spectrum, and every sample weighs the same in a mean spectrum.
 """
 from __future__ import annotations
 
@@ -21,13 +39,34 @@ import numpy as np
 BANDS: dict[str, tuple[float, float]] = {"low": (0.0, 0.125), "mid": (0.125, 0.5), "high": (0.5, 1.0)}
 
 
-def _fourier(images: np.ndarray, name: str) -> np.ndarray:
-    """(..., H, W) fields -> their 2-D DFT after removing each field's mean. Every spectrum here (power and
-    cross) goes through this one function, so a window added here applies to all of them alike."""
+def hann2d(h: int, w: int) -> np.ndarray:
+    """(h, w) separable periodic Hann window (the taper of the module doc)."""
+    wy = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(h) / h)
+    wx = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(w) / w)
+    return wy[:, None] * wx[None, :]
+
+
+def _fourier(images: np.ndarray, name: str, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(..., H, W) fields -> (2-D DFT of the tapered fields, sum(w^2) per field (...)). The taper is the
+    Hann window times `valid` (broadcast to the fields' shape; None: all valid), applied after removing
+    each field's taper-weighted mean (module doc). Every spectrum here (power and cross) goes through this
+    one function, so all of them are windowed and masked alike."""
     a = np.asarray(images, dtype=np.float64)
     if a.ndim < 2 or min(a.shape[-2:]) < 4:
         raise ValueError(f"{name}: expected (..., H, W) with H, W >= 4, got shape {a.shape}")
-    return np.fft.fft2(a - a.mean(axis=(-2, -1), keepdims=True))
+    taper = hann2d(*a.shape[-2:])
+    if valid is not None:
+        v = np.asarray(valid)
+        try:
+            taper = taper * np.broadcast_to(v != 0, a.shape)
+        except ValueError:
+            raise ValueError(f"{name}: valid mask of shape {v.shape} does not fit fields of shape {a.shape}") from None
+    taper = np.broadcast_to(taper, a.shape)
+    weight = taper.sum(axis=(-2, -1), keepdims=True)
+    mean = (a * taper).sum(axis=(-2, -1), keepdims=True) / np.maximum(weight, 1e-300)
+    norm = (taper ** 2).sum(axis=(-2, -1))
+    # A field with no valid pixel has an all-zero taper: its spectrum is 0, not NaN.
+    return np.fft.fft2((a - mean) * taper), np.maximum(norm, 1e-300)
 
 
 def _radial_mean(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,22 +84,24 @@ def _radial_mean(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(1, nbins + 1, dtype=np.float64), (sums / counts).reshape(*values.shape[:-2], nbins)
 
 
-def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def radial_power_spectrum(images: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(..., H, W) fields -> (k, P) with k of shape (n,) and P of shape (..., n), n = min(H, W) // 2.
 
-    Each field's mean is removed first, so P does not depend on an offset.
+    Each field is tapered (Hann window, times `valid` if given: pixels where it is 0 do not count) after
+    removing its weighted mean, so P depends neither on an offset nor on the values of invalid pixels.
     """
-    f = _fourier(images, "radial_power_spectrum")
-    return _radial_mean(np.abs(f) ** 2 / (f.shape[-2] * f.shape[-1]))
+    f, norm = _fourier(images, "radial_power_spectrum", valid)
+    return _radial_mean(np.abs(f) ** 2 / norm[..., None, None])
 
 
-def radial_cross_spectrum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two stacks of (..., H, W) fields of one shape -> (k, S_ab): the radial mean of Re(A B*) / (H W),
-    the co-spectrum (the imaginary part cancels between the modes +f and -f of a bin). S_aa is P_a."""
-    fa, fb = _fourier(a, "radial_cross_spectrum"), _fourier(b, "radial_cross_spectrum")
-    if fa.shape != fb.shape:
-        raise ValueError(f"radial_cross_spectrum: shapes differ, {fa.shape} and {fb.shape}")
-    return _radial_mean((fa * np.conj(fb)).real / (fa.shape[-2] * fa.shape[-1]))
+def radial_cross_spectrum(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two stacks of (..., H, W) fields of one shape -> (k, S_ab): the radial mean of Re(A B*) / sum(w^2),
+    the co-spectrum (the imaginary part cancels between the modes +f and -f of a bin), both fields tapered
+    as in radial_power_spectrum with the same `valid`. S_aa is P_a."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"radial_cross_spectrum: shapes differ, {np.shape(a)} and {np.shape(b)}")
+    (fa, norm), (fb, _) = _fourier(a, "radial_cross_spectrum", valid), _fourier(b, "radial_cross_spectrum", valid)
+    return _radial_mean((fa * np.conj(fb)).real / norm[..., None, None])
 
 
 def band_masks(k: np.ndarray, bands: Mapping[str, tuple[float, float]] = BANDS) -> dict[str, np.ndarray]:
