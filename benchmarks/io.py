@@ -70,7 +70,7 @@ def _pass(method: str, args, rank: int, size: int) -> tuple[int, int]:
                            normalize=method == "reader-norm", check_finite="batch" if method == "reader-norm" else "off",
                            prefetch=4)
         samples = nbytes = 0
-        for x, y in rd.epoch(0):
+        for x, y, _ in rd.epoch(0):
             samples += len(x)
             nbytes += x.numel() * 4 + y.numel() * 4
         return samples, nbytes

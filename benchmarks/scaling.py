@@ -45,7 +45,7 @@ ITERS = (3, 5, 4)  # warm-up steps, timed iterations, steps per iteration
 # --- worker ---------------------------------------------------------------------------
 
 class _Batches:
-    """Endless (cond, real) batches from the reader, each timed as data wait (read + prepare)."""
+    """Endless (cond, real, valid) batches from the reader, each timed as data wait (read + prepare)."""
 
     def __init__(self, reader, training):
         self.reader, self.training = reader, training
@@ -56,12 +56,12 @@ class _Batches:
     def next(self):
         t0 = time.perf_counter()
         try:
-            inputs, targets = next(self.it)
+            batch = next(self.it)
         except StopIteration:
             self.epoch += 1
             self.it = iter(self.reader.epoch(self.epoch))
-            inputs, targets = next(self.it)
-        batch = self.training.workload.prepare(inputs, targets, self.training.device)
+            batch = next(self.it)
+        batch = self.training.prepare(batch)
         if self.training.device.type == "cuda":
             torch.cuda.synchronize(self.training.device)
         self.wait_s += time.perf_counter() - t0

@@ -10,7 +10,8 @@ angle, TS, lat, lon) so synthetic and real data share one schema.
 
 NaN handling (the reference code sets every NaN to 0; hpcgan keeps that for reflectance only):
 - reflectance: NaN pixels (no satellite view) become 0, and meta/valid (H, W) uint8 marks the pixels that
-  were defined, so a loss or a metric can mask them; a sample with no defined reflectance is dropped.
+  were defined; the reader delivers it with every batch and no loss or metric counts the other pixels
+  (hpcgan/workloads/masks.py). A sample with no defined reflectance is dropped.
 - meteorology, angles, coordinates: NaN pixels of a channel are filled with that channel's mean over the
   sample's finite pixels (0 K temperatures would wreck the normalisation); a channel with no finite pixel
   drops the sample. meta/filled counts the filled input values per sample.
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcgan.data.format import DatasetWriter
+from hpcgan.data.format import VALID_META, DatasetWriter
 from hpcgan.data.synth_crf import INPUT_CHANNELS, PRESSURE_LEVELS_HPA, TARGET_CHANNELS
 from hpcgan.errors import UserError
 
@@ -125,7 +126,7 @@ def convert(src_dir: str, out_path: str, **opts: Any) -> str:
                   "nan_policy": "reflectance NaN -> 0 with meta/valid; input NaN -> sample channel mean; "
                                 "samples with an all-NaN channel dropped", "dropped": dropped}
     with DatasetWriter(out_path, "crf", len(found), (len(INPUT_CHANNELS), h, w), (3, h, w), INPUT_CHANNELS,
-                       TARGET_CHANNELS, meta_spec={"valid": ((h, w), "uint8"), "filled": ((), "int64")},
+                       TARGET_CHANNELS, meta_spec={VALID_META: ((h, w), "uint8"), "filled": ((), "int64")},
                        provenance=provenance, dtype=dtype, exact=False) as writer:
         for stem, img, meto in found:
             inputs, refl = load_pair(img, meto)
@@ -137,7 +138,7 @@ def convert(src_dir: str, out_path: str, **opts: Any) -> str:
                 print(f"convert crf-npz: {stem}: dropped ({reason})", file=sys.stderr)
                 continue
             writer.write(inputs[None].astype(np.float32), refl[None].astype(np.float32),
-                         {"valid": valid[None].astype(np.uint8), "filled": np.array([filled])})
+                         {VALID_META: valid[None].astype(np.uint8), "filled": np.array([filled])})
         provenance["written"] = writer.written
         writer.provenance = provenance
         if writer.written == 0:

@@ -3,7 +3,9 @@
 A dataset is one or many HDF5 files (a path or a glob). Each file holds
   inputs   (N, C_in, ...)   float32 or float16, chunked one sample per chunk
   targets  (N, C_out, ...)  same
-  meta/*   (N, ...)         optional per-sample arrays (truth, masks), any dtype
+  meta/*   (N, ...)         optional per-sample arrays (truth, masks), any dtype; meta/valid
+                            (N, *target spatial shape), nonzero where the target pixel is defined,
+                            is the one the reader delivers with every batch (losses and metrics skip the rest)
 and file attributes (see docs/data-format.md):
   format_version, workload, n, storage_dtype, input_channels / target_channels (JSON lists),
   input_mean/std/min/max, target_mean/std/min/max (float64, one value per channel),
@@ -27,6 +29,7 @@ from hpcgan.errors import UserError
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+VALID_META = "valid"  # meta/valid: which target pixels are defined (module doc; convert_crf writes it)
 SYNTH_BLOCK = 1024  # synthetic generators draw sample block k from np.random.default_rng([seed, k])
 META_CHUNK = 1024  # samples per chunk of a meta/* dataset
 STAT_KEYS = ("mean", "std", "min", "max")

@@ -15,6 +15,12 @@ A background thread (opening its own h5py handles, never sharing one across
 threads or a fork) reads groups of batches into a bounded queue. Exceptions
 in the thread are re-raised in the consumer.
 
+Batches are (inputs, targets, valid). `valid` is the per-pixel mask meta/valid
+((B, *target spatial shape) bool, True where the target is defined, e.g. where
+the satellite saw the scene) when any file of the dataset has one, a file
+without it counting as all valid; None when none has it (synthetic data):
+losses and metrics then count every pixel.
+
 With cache=True a rank keeps a fixed shard in memory (part r of the epoch-0
 order) and shuffles inside it each epoch, as MLPerf HPC runs staged a local
 shard per node: every sample is still read exactly once per epoch across ranks,
@@ -39,7 +45,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from hpcgan.data.format import ChannelStats, attrs_of, check_finite_block, find_nonfinite, open_read
+from hpcgan.data.format import VALID_META, ChannelStats, attrs_of, check_finite_block, find_nonfinite, open_read
 from hpcgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -121,7 +127,8 @@ def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffl
 
 
 class ShardedReader:
-    """Rank `rank` of `size`: its share of each epoch as (inputs, targets) float32 CPU tensor batches."""
+    """Rank `rank` of `size`: its share of each epoch as (inputs, targets, valid) CPU tensor batches
+    (float32, float32, bool or None: module doc)."""
 
     def __init__(self, path_or_glob: str | os.PathLike | Sequence[str], rank: int, size: int, batch_size: int,
                  seed: int, *, shuffle: bool = True, shuffle_block: int = 32, prefetch: int = 4, cache: bool = False,
@@ -142,7 +149,7 @@ class ShardedReader:
         self.shuffle, self.shuffle_block, self.prefetch = shuffle, shuffle_block, prefetch
         self.cache, self.normalize, self.remainder = cache, normalize, remainder
         self.pin_memory = pin_memory and torch.cuda.is_available()
-        self._cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (shard indices, inputs, targets)
+        self._cached: tuple | None = None  # (shard indices, inputs, targets, valid or None)
 
         self.file_attrs = self._check_files()
         first = self.file_attrs[0]
@@ -152,6 +159,7 @@ class ShardedReader:
         self.input_shape: tuple = first["input_shape"]
         self.target_shape: tuple = first["target_shape"]
         self.attrs = self._combined_attrs()
+        self.valid_shape = self._valid_shape()
         if normalize and not self.attrs["input_stats"]:
             raise UserError(f"{self.paths[0]}: per-channel statistics missing, needed to normalise "
                             f"(run 'hpcgan data stats {self.paths[0]}' or set data.normalize=false)")
@@ -207,6 +215,19 @@ class ShardedReader:
             return steps, (f"{self.name}: padding {used - n} samples per epoch by repeating samples "
                            f"({n} is not a multiple of {size} ranks x batch {batch})")
         return steps, ""
+
+    def _valid_shape(self) -> tuple | None:
+        """Per-sample shape of meta/valid (the targets' spatial shape) if any file has it, else None."""
+        want = tuple(self.target_shape[1:])
+        found = None
+        for p, a in zip(self.paths, self.file_attrs):
+            if VALID_META in a["meta"]:
+                shape = tuple(a["meta"][VALID_META][0])
+                if shape != want:
+                    raise UserError(f"{p}: dataset 'meta/{VALID_META}' sample shape {shape}, expected the targets' "
+                                    f"spatial shape {want}")
+                found = want
+        return found
 
     # --- metadata ------------------------------------------------------------
     @staticmethod
@@ -293,12 +314,14 @@ class ShardedReader:
     def _locate(self, idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.offsets, idx, side="right") - 1
 
-    def read_sorted(self, uniq: np.ndarray, files: dict, check: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Samples at sorted unique global indices, read as contiguous slabs. `files`: this thread's open files."""
+    def read_sorted(self, uniq: np.ndarray, files: dict, check: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Samples at sorted unique global indices, read as contiguous slabs: (inputs, targets, valid or None).
+        `files`: this thread's open files."""
         xin = np.empty((len(uniq), *self.input_shape), dtype=np.float32)
         xout = np.empty((len(uniq), *self.target_shape), dtype=np.float32)
+        valid = None if self.valid_shape is None else np.ones((len(uniq), *self.valid_shape), dtype=bool)
         if len(uniq) == 0:
-            return xin, xout
+            return xin, xout, valid
         fidx = self._locate(uniq)
         breaks = np.flatnonzero((np.diff(uniq) != 1) | (np.diff(fidx) != 0)) + 1
         for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(uniq)]])):
@@ -306,8 +329,9 @@ class ShardedReader:
             path = self.paths[fi]
             if fi not in files:  # handle, datasets, sizes and dtypes looked up once per thread and file
                 f = open_read(path)
+                key = f"meta/{VALID_META}"
                 files[fi] = (f, [(name, f[name], f[name].shape[0], f[name].dtype == np.float32)
-                                 for name in ("inputs", "targets")])
+                                 for name in ("inputs", "targets")], f[key] if key in f else None)
             lo = int(uniq[a] - self.offsets[fi])
             hi = lo + int(b - a)
             for (name, d, n, direct), out in zip(files[fi][1], (xin, xout)):
@@ -320,19 +344,22 @@ class ShardedReader:
                     out[a:b] = d[lo:hi]
                 if check:
                     check_finite_block(out[a:b], path, name, lo)
-        return xin, xout
+            if files[fi][2] is not None:
+                valid[a:b] = files[fi][2][lo:hi] != 0
+        return xin, xout, valid
 
     def read_samples(self, indices: Sequence[int] | np.ndarray, normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Samples at arbitrary global indices (evaluation), in the order given, as float32 numpy arrays."""
+        """Samples at arbitrary global indices (evaluation), in the order given, as float32 numpy arrays
+        (inputs, targets); evaluation reads meta/valid with the other meta (read_meta)."""
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_samples):
             raise UserError(f"{self.name}: sample index out of range 0..{self.num_samples - 1}")
         uniq, inv = np.unique(idx, return_inverse=True)
         files: dict = {}
         try:
-            xin, xout = self.read_sorted(uniq, files, check=self.check_finite == "batch")
+            xin, xout, _ = self.read_sorted(uniq, files, check=self.check_finite == "batch")
         finally:
-            for f, _ in files.values():
+            for f, *_ in files.values():
                 f.close()
         xin, xout = xin[inv], xout[inv]
         return (self.normalize_inputs(xin) if normalize else xin), xout
@@ -391,13 +418,13 @@ class EpochIterator:
         self._thread = threading.Thread(target=self._produce, name="hpcgan-reader", daemon=True)
         self._thread.start()
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         return self
 
     def __len__(self) -> int:
         return self._remaining
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self._remaining == 0:
             self.close()
             raise StopIteration
@@ -459,16 +486,16 @@ class EpochIterator:
                 for g in range(0, len(self.batches), per_group):
                     group = self.batches[g:g + per_group]
                     uniq, inv = np.unique(group.ravel(), return_inverse=True)
-                    xin, xout = r.read_sorted(uniq, files, check=r.check_finite == "batch")
+                    xin, xout, valid = r.read_sorted(uniq, files, check=r.check_finite == "batch")
                     for j in range(len(group)):
                         sel = inv[j * r.batch_size:(j * r.batch_size + self.counts[g + j])]
-                        if not self._put(self._tensors(xin[sel], xout[sel])):
+                        if not self._put(self._tensors(xin[sel], xout[sel], None if valid is None else valid[sel])):
                             return
             self._put(_END)
         except BaseException as e:  # re-raised in the consumer: never a silent hang
             self._put(_Failure(e))
         finally:
-            for f, _ in files.values():
+            for f, *_ in files.values():
                 f.close()
 
     def _produce_cached(self, files: dict) -> None:
@@ -476,18 +503,20 @@ class EpochIterator:
         if r._cached is None:
             shard = np.sort(r._plan(0)[r.rank].ravel())
             uniq, inv = np.unique(shard, return_inverse=True)
-            xin, xout = r.read_sorted(uniq, files, check=r.check_finite == "batch")
-            r._cached = (uniq, xin, xout)
-        uniq, xin, xout = r._cached
+            r._cached = (uniq, *r.read_sorted(uniq, files, check=r.check_finite == "batch"))
+        uniq, xin, xout, valid = r._cached
         for batch, count in zip(self.batches, self.counts):
             pos = np.searchsorted(uniq, batch[:count])
-            if not self._put(self._tensors(xin[pos], xout[pos])):
+            if not self._put(self._tensors(xin[pos], xout[pos], None if valid is None else valid[pos])):
                 return
 
-    def _tensors(self, xin: np.ndarray, xout: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tensors(self, xin: np.ndarray, xout: np.ndarray,
+                 valid: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         r = self.reader
         x = torch.from_numpy(r.normalize_inputs(np.ascontiguousarray(xin)))
         y = torch.from_numpy(np.ascontiguousarray(xout))
+        v = None if valid is None else torch.from_numpy(np.ascontiguousarray(valid))
         if r.pin_memory:
             x, y = x.pin_memory(), y.pin_memory()
-        return x, y
+            v = None if v is None else v.pin_memory()
+        return x, y, v

@@ -3,6 +3,10 @@
 One entry point per phase (stylegan2-ada style): `d_loss` for the
 discriminator phase, `g_loss` for the generator phase. Each returns the scalar
 to back-propagate and a dict of detached statistics for logging.
+
+`valid` (the batch's meta/valid mask, None: all pixels; hpcgan/workloads/masks.py):
+the L1 term averages over valid pixels only, and the discriminator sees the
+fake with the real values at invalid pixels, so neither phase learns from them.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hpcgan.config import LossConfig
+from hpcgan.workloads.masks import fill_invalid, valid_mean
 
 
 def _adv_d(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -36,21 +41,23 @@ class GANLoss:
     def adversarial(self) -> bool:
         return self.cfg.lambda_gan > 0
 
-    def d_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def d_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+               valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         real_logits = D(cond, real)
-        fake_logits = D(cond, fake.detach())
+        fake_logits = D(cond, fill_invalid(fake.detach(), real, valid))
         loss = sum(_adv_d(self.cfg.gan, r.float(), f.float()) for r, f in zip(real_logits, fake_logits))
         stats = {"d_loss": loss.detach(),
                  "d_real": torch.stack([r.detach().float().mean() for r in real_logits]).mean(),
                  "d_fake": torch.stack([f.detach().float().mean() for f in fake_logits]).mean()}
         return loss, stats
 
-    def g_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        match = F.l1_loss(fake.float(), real.float())
+    def g_loss(self, D, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+               valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        match = valid_mean((fake.float() - real.float()).abs(), valid)  # F.l1_loss when valid is None
         loss = self.cfg.lambda_match * match
         stats = {"g_l1": match.detach()}
         if self.adversarial:
-            adv = sum(_adv_g(self.cfg.gan, f.float()) for f in D(cond, fake))
+            adv = sum(_adv_g(self.cfg.gan, f.float()) for f in D(cond, fill_invalid(fake, real, valid)))
             loss = loss + self.cfg.lambda_gan * adv
             stats["g_adv"] = adv.detach()
         stats["g_loss"] = loss.detach()

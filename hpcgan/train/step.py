@@ -34,6 +34,9 @@ def amp_dtype(choice: str, device: torch.device, workload: Workload | None = Non
     return precision.resolve(choice, device, policy, workload.name if workload is not None else "")
 
 
+# A micro-batch ready for the step: (cond, real, valid mask or None), on the device.
+Prepared = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
 GRAD_COMPRESSION = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -102,26 +105,26 @@ class Training:
     def backward(self, loss: torch.Tensor, scale: float) -> None:
         self.scaler.scale(loss * scale).backward()
 
-    def forward_backward(self, micro: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Accumulate G and D gradients over micro-batches (already prepared, on device)."""
+    def forward_backward(self, micro: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+        """Accumulate G and D gradients over micro-batches (cond, real, valid), prepared and on the device."""
         self.G.train()
         self.D.train()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         scale = 1.0 / len(micro)
         sums: dict[str, torch.Tensor] = {}
-        for cond, real in micro:
+        for cond, real, valid in micro:
             cond, real = self.to_device(cond, real)
             with self.autocast():
                 fake = self.G(cond)
             # G phase: D frozen, so G's backward through D leaves D's gradients untouched.
             with frozen(self.D), self.autocast():
-                g_loss, g_stats = self.loss.g_loss(self.D, cond, real, fake)
+                g_loss, g_stats = self.loss.g_loss(self.D, cond, real, fake, valid)
             self.backward(g_loss, scale)
             # D phase on the same fakes, detached.
             if self.loss.adversarial:
                 with self.autocast():
-                    d_loss, d_stats = self.loss.d_loss(self.D, cond, real, fake.detach())
+                    d_loss, d_stats = self.loss.d_loss(self.D, cond, real, fake.detach(), valid)
                 self.backward(d_loss, scale)
                 g_stats.update(d_stats)
             for k, v in g_stats.items():
@@ -175,19 +178,19 @@ class Training:
             return
         self.scaler.load_state_dict(state)
 
-    def extra_d_steps(self, micro: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def extra_d_steps(self, micro: Sequence[Prepared]) -> None:
         """train.d_steps - 1 further discriminator updates on fresh fakes (each skipped if any rank's
         gradients are non-finite: one extra flag collective per extra step)."""
         if not self.loss.adversarial:
             return
         for _ in range(self.cfg.train.d_steps - 1):
             self.opt_d.zero_grad(set_to_none=True)
-            for cond, real in micro:
+            for cond, real, valid in micro:
                 cond, real = self.to_device(cond, real)
                 with torch.no_grad(), self.autocast():
                     fake = self.G(cond)
                 with self.autocast():
-                    d_loss, _ = self.loss.d_loss(self.D, cond, real, fake)
+                    d_loss, _ = self.loss.d_loss(self.D, cond, real, fake, valid)
                 self.backward(d_loss, 1.0 / len(micro))
             bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None], self.device)
             if self.backend.allreduce(bad.float().reshape(1), op="max", name="d_flag").item() > 0:
@@ -198,12 +201,18 @@ class Training:
             self.scaler.step(self.opt_d)
             self.scaler.update()
 
-    def step(self, cond: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(self, cond: torch.Tensor, real: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One full step on one prepared batch (what benchmarks call)."""
-        stats = self.forward_backward([(cond, real)])
+        stats = self.forward_backward([(cond, real, valid)])
         self.sync_and_step()
-        self.extra_d_steps([(cond, real)])
+        self.extra_d_steps([(cond, real, valid)])
         return stats
+
+    def prepare(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> Prepared:
+        """A reader batch (inputs, targets, valid) -> (cond, real) in model space and the mask, on the device."""
+        inputs, targets, valid = batch
+        cond, real = self.workload.prepare(inputs, targets, self.device)
+        return cond, real, None if valid is None else valid.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def generate(self, cond: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,7 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.train.accumulation)]
                 t_data = time.perf_counter() - t0
-                prepared = [tr.workload.prepare(x, y, tr.device) for x, y in micro]
+                prepared = [tr.prepare(batch) for batch in micro]
                 stats = tr.forward_backward(prepared)
                 if fault is not None and faults.poisons_gradients(fault, backend.rank, pos.global_step + 1):
                     faults.poison(tr.gradients())
@@ -151,7 +151,7 @@ def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
                 pos.global_step += 1
                 pos.epoch, pos.step_in_epoch = epoch, step_in_epoch + 1
                 if not bad_loss:
-                    meter.add(stats, sum(len(x) for x, _ in micro), t_data)
+                    meter.add(stats, sum(len(batch[0]) for batch in micro), t_data)
                 bar.update(1)
                 if fault is not None:
                     faults.maybe_inject(fault, backend.rank, pos.global_step)
@@ -210,7 +210,7 @@ def _nonfinite(tr: Training, prepared: list, stats: dict, bad_loss: bool, epoch:
     if tr.cfg.train.nonfinite == "skip":
         log(f"warning: non-finite {what} at {where}; step skipped on every rank (train.nonfinite=skip)")
         return
-    bad_data = any(not bool(torch.isfinite(t).all()) for pair in prepared for t in pair)
+    bad_data = any(not bool(torch.isfinite(t).all()) for cond, real, _ in prepared for t in (cond, real))
     bad_data = tr.backend.allreduce(torch.tensor([float(bad_data)]), op="max", name="nonfinite_data")[0] > 0
     values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
     if bad_data:
@@ -259,12 +259,13 @@ def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step:
     agree_on_buffers(tr)
     sums: dict[str, np.ndarray] = {}
     count = 0
-    for i, (x, y) in enumerate(reader.eval_batches(validation_samples(tr.cfg, reader.num_samples))):
-        cond, real = tr.workload.prepare(x, y, tr.device)
+    for i, batch in enumerate(reader.eval_batches(validation_samples(tr.cfg, reader.num_samples))):
+        cond, real, valid = tr.prepare(batch)
         fake = tr.generate(cond)
-        for k, v in tr.workload.validation_sums(cond, real, fake).items():
+        masked = {} if valid is None else {"valid": valid}  # only image workloads' data carry a mask
+        for k, v in tr.workload.validation_sums(cond, real, fake, **masked).items():
             sums[k] = sums.get(k, 0.0) + v
-        count += len(x)
+        count += len(real)
         if i == 0 and tr.backend.is_root and tr.cfg.train.figures:
             tr.workload.write_figures(run.figures, f"epoch{epoch + 1:03d}", cond.cpu(), real.cpu(), fake.cpu(),
                                       tb_writer=run.tensorboard(), step=step)

@@ -20,6 +20,7 @@ from torch import nn
 
 from hpcgan.config import Config
 from hpcgan.errors import UserError
+from hpcgan.workloads.masks import valid_mean
 from hpcgan.workloads.precision import Precision
 
 
@@ -45,21 +46,26 @@ class Workload(ABC):
     def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
         """Generated model-space tensor -> target in file units (for `hpcgan generate`)."""
 
-    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                        valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Sums over the batch's samples of additive statistics (float64 scalars or arrays). The trainer adds
         them over batches and ranks and validation_finish turns the totals into metrics: sums, not means of
         per-batch or per-rank means, so short batches and uneven shares weigh every sample once and any rank
-        count gives a 1-rank evaluation's numbers."""
-        diff = (fake.detach().double() - real.detach().double()).flatten(1)
-        return {"l1": batch_sum(diff.abs().mean(1)), "mse": batch_sum(diff.pow(2).mean(1))}
+        count gives a 1-rank evaluation's numbers. `valid`: the batch's pixel mask (workloads/masks.py), passed
+        only when the data have one; each sample's L1/MSE is then its mean over the valid pixels."""
+        diff = fake.detach().double() - real.detach().double()
+        return {"l1": batch_sum(valid_mean(diff.abs(), valid, per_sample=True)),
+                "mse": batch_sum(valid_mean(diff.pow(2), valid, per_sample=True))}
 
     def validation_finish(self, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
         """Metrics from the totals of validation_sums over `count` samples (default: per-sample means)."""
         return {k: float(v) / count for k, v in sums.items()}
 
-    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                           valid: torch.Tensor | None = None) -> dict[str, float]:
         """The metrics of one batch."""
-        return self.validation_finish(self.validation_sums(cond, real, fake), len(real))
+        masked = {} if valid is None else {"valid": valid}
+        return self.validation_finish(self.validation_sums(cond, real, fake, **masked), len(real))
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:

@@ -21,8 +21,8 @@ def main() -> None:
                            prefetch=2)
         result[remainder] = {}
         for epoch in (0, 1):
-            result[remainder][epoch] = [x[:, 0, 0, 0].numpy().astype(np.int64).tolist() for x, _ in rd.epoch(epoch)]
-        result[remainder]["resumed"] = [x[:, 0, 0, 0].numpy().astype(np.int64).tolist() for x, _ in rd.epoch(1, 2)]
+            result[remainder][epoch] = [x[:, 0, 0, 0].numpy().astype(np.int64).tolist() for x, _, _ in rd.epoch(epoch)]
+        result[remainder]["resumed"] = [x[:, 0, 0, 0].numpy().astype(np.int64).tolist() for x, _, _ in rd.epoch(1, 2)]
     with open(f"{out}/rank-{info.rank}.json", "w") as f:
         json.dump(result, f)
 

@@ -14,7 +14,7 @@ from hpcgan.errors import UserError
 def _read_all(reader, epoch, start_step=0):
     """Global indices decoded from the data actually read (inputs[:, 0] == index when not normalised)."""
     out = []
-    for x, y in reader.epoch(epoch, start_step):
+    for x, y, _ in reader.epoch(epoch, start_step):
         assert x.dtype == torch.float32 and y.dtype == torch.float32
         idx = x[:, 0, 0, 0].numpy().astype(np.int64)
         np.testing.assert_array_equal(x[:, 2, 1, 1].numpy(), idx + 2000)
@@ -97,7 +97,7 @@ def test_normalised_inputs_use_stored_stats(indexed):
     p = indexed(40)
     rd = ShardedReader(p, 0, 1, 8, seed=0)
     st = rd.attrs["input_stats"]
-    for (x, _), idx in zip(rd.epoch(0), rd.batch_indices(0)):
+    for (x, _, _), idx in zip(rd.epoch(0), rd.batch_indices(0)):
         raw = idx[:, None] + 1000.0 * np.arange(3)[None, :]
         np.testing.assert_allclose(x[:, :, 0, 0].numpy(), (raw - st["mean"]) / st["std"], rtol=1e-5, atol=1e-5)
 
@@ -240,7 +240,7 @@ def test_evaluation_shares_at_1024_ranks_read_each_sample_once(indexed, n, limit
 
     def read(rank: int, ranks: int) -> list[np.ndarray]:
         with ShardedReader(p, rank, ranks, batch, seed=0, normalize=False, check_finite="off") as rd:
-            return [x[:, 0, 0, 0].numpy().astype(np.int64) for x, _ in rd.eval_batches(limit)]
+            return [x[:, 0, 0, 0].numpy().astype(np.int64) for x, _, _ in rd.eval_batches(limit)]
 
     shares = [read(r, size) for r in range(size)]
     sizes = [sum(len(b) for b in s) for s in shares]

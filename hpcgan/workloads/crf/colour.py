@@ -13,6 +13,10 @@ averaged over the samples before the ratio is taken (a per-sample ratio of
 one field would be 1 by construction). 1: the bands' Fourier modes are
 proportional; 0: independent. Chroma: each band minus the pixel's luminance
 (spectrum.grayscale), in reflectance units.
+
+A mask `valid` (N, H, W) (the data's meta/valid; None: all pixels) restricts
+everything to the defined pixels: the spectra taper the others to zero, the
+chroma statistics leave them out.
 """
 from __future__ import annotations
 
@@ -34,16 +38,17 @@ def band_pairs(names: list[str]) -> list[tuple[int, int, str]]:
     return [(i, j, f"{names[i]}-{names[j]}") for i, j in combinations(range(len(names)), 2)]
 
 
-def coherence(images: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def coherence(images: np.ndarray, names: list[str],
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(N, C, H, W) -> (k, {"A-B": C_ab(k)}) for every band pair, spectra averaged over the N samples."""
     a = np.asarray(images, np.float64)
     if a.ndim != 4 or a.shape[1] < 2 or a.shape[1] != len(names):
         raise ValueError(f"coherence: expected (N, C, H, W) with C = {len(names)} >= 2 bands, got shape {a.shape}")
-    k, power = spectrum.radial_power_spectrum(a)
+    k, power = spectrum.radial_power_spectrum(a, None if valid is None else np.asarray(valid)[:, None])
     power = power.mean(0)
     out = {}
     for i, j, pair in band_pairs(names):
-        _, cross = spectrum.radial_cross_spectrum(a[:, i], a[:, j])
+        _, cross = spectrum.radial_cross_spectrum(a[:, i], a[:, j], valid)
         out[pair] = cross.mean(0) ** 2 / np.maximum(power[i] * power[j], 1e-300)
     return k, out
 
@@ -64,13 +69,19 @@ def chroma(images: np.ndarray) -> np.ndarray:
     return a - spectrum.grayscale(a)[:, None]
 
 
-def chroma_stats(images: np.ndarray, names: list[str]) -> dict:
-    """Distribution of chroma: per band ("bands") mean, std, 1/50/99th percentiles and a histogram on
-    CHROMA_BINS; "rms" over all bands and pixels (the colour speckle's amplitude)."""
-    c = chroma(images)
+def valid_chroma(images: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3, H, W) RGB -> (3, number of valid pixels): each band's chroma at the valid pixels."""
+    c = np.moveaxis(chroma(images), 1, 0)
+    return c.reshape(len(c), -1) if valid is None else c[:, np.asarray(valid) != 0]
+
+
+def chroma_stats(images: np.ndarray, names: list[str], valid: np.ndarray | None = None) -> dict:
+    """Distribution of chroma over the valid pixels: per band ("bands") mean, std, 1/50/99th percentiles
+    and a histogram on CHROMA_BINS; "rms" over all bands and pixels (the colour speckle's amplitude)."""
+    c = valid_chroma(images, valid)
     bands = {}
     for i, n in enumerate(names):
-        v = c[:, i].ravel()
+        v = c[i]
         hist, _ = np.histogram(np.clip(v, CHROMA_BINS[0], CHROMA_BINS[-1]), bins=CHROMA_BINS, density=True)
         p1, p50, p99 = np.percentile(v, [1, 50, 99])
         bands[n] = {"mean": float(v.mean()), "std": float(v.std()), "p1": float(p1), "p50": float(p50),
@@ -89,15 +100,15 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray, n_quantiles: int = 512) -> floa
     return float(np.abs(np.quantile(np.ravel(a), q) - np.quantile(np.ravel(b), q)).mean())
 
 
-def compare(real: np.ndarray, fake: np.ndarray, names: list[str]) -> dict:
+def compare(real: np.ndarray, fake: np.ndarray, names: list[str], valid: np.ndarray | None = None) -> dict:
     """Real against generated (N, 3, H, W) reflectance: coherence curves and band means for both, the gap
     real - generated per band, the flag (high-band gap > COHERENCE_GAP_FLAG), chroma statistics and the
-    chroma W1 distance per band."""
-    k, c_real = coherence(real, names)
-    _, c_fake = coherence(fake, names)
+    chroma W1 distance per band, all over the valid pixels."""
+    k, c_real = coherence(real, names, valid)
+    _, c_fake = coherence(fake, names, valid)
     b_real, b_fake = coherence_per_band(k, c_real), coherence_per_band(k, c_fake)
     gap = {band: b_real[band]["mean"] - b_fake[band]["mean"] for band in b_real}
-    ch_real, ch_fake = chroma(real), chroma(fake)
+    ch_real, ch_fake = valid_chroma(real, valid), valid_chroma(fake, valid)
     return {
         "k": k.tolist(),
         "coherence_curves": {"real": {p: c.tolist() for p, c in c_real.items()},
@@ -105,6 +116,6 @@ def compare(real: np.ndarray, fake: np.ndarray, names: list[str]) -> dict:
         "coherence_bands": {"real": b_real, "fake": b_fake, "gap": gap},
         "coloured_texture": bool(gap["high"] > COHERENCE_GAP_FLAG),
         "coherence_gap_flag": COHERENCE_GAP_FLAG,
-        "chroma": {"real": chroma_stats(real, names), "fake": chroma_stats(fake, names),
-                   "w1": {n: wasserstein_1d(ch_real[:, i], ch_fake[:, i]) for i, n in enumerate(names)}},
+        "chroma": {"real": chroma_stats(real, names, valid), "fake": chroma_stats(fake, names, valid),
+                   "w1": {n: wasserstein_1d(ch_real[i], ch_fake[i]) for i, n in enumerate(names)}},
     }

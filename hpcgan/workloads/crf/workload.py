@@ -3,6 +3,11 @@
 Model space: inputs as the reader gives them (standardised per channel when
 data.normalize is on); targets are reflectances in [0, 1] mapped to [-1, 1]
 for a tanh generator or left in [0, 1] for a sigmoid one.
+
+Real data mark the pixels without a satellite view in meta/valid; they count
+in no loss (train/losses.py) and no metric here: L1/MSE average over valid
+pixels, the spectra taper them to zero (spectrum.py), chroma statistics use
+valid pixels only. Synthetic data have no mask: every pixel counts.
 """
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcgan.data.format import VALID_META
 from hpcgan.errors import UserError
 from hpcgan.workloads.crf import colour, figures, spectrum
 from hpcgan.workloads.crf.colour_models import ChromaInputDiscriminator, LumaChromaGenerator
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
+from hpcgan.workloads.masks import valid_mean
 from hpcgan.workloads.precision import Precision
 from hpcgan.workloads.registry import Workload, register
 
@@ -61,14 +68,17 @@ class CRFWorkload(Workload):
         return (fake + 1.0) * 0.5 if self.cfg.crf.output == "tanh" else fake
 
     # Metrics during training.
-    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                        valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """L1/MSE in reflectance units and the grayscale power spectra of real and generated images, summed
-        over samples; validation_finish compares the mean spectra of all validation samples."""
+        over samples, all over the valid pixels only; validation_finish compares the mean spectra of all
+        validation samples."""
         r = self.to_data_units(real.detach().float())
         f = self.to_data_units(fake.detach().float())
-        sums = super().validation_sums(cond, r, f)
-        _, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()))
-        _, p_fake = spectrum.radial_power_spectrum(spectrum.grayscale(f.cpu().numpy()))
+        sums = super().validation_sums(cond, r, f, valid)
+        v = None if valid is None else valid.cpu().numpy()
+        _, p_real = spectrum.radial_power_spectrum(spectrum.grayscale(r.cpu().numpy()), v)
+        _, p_fake = spectrum.radial_power_spectrum(spectrum.grayscale(f.cpu().numpy()), v)
         return {**sums, "p_real": p_real.sum(0), "p_fake": p_fake.sum(0)}
 
     def validation_finish(self, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
@@ -96,6 +106,7 @@ class CRFWorkload(Workload):
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
         """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band;
         for RGB, the bands' coherence per wavenumber band and the chroma distribution (colour.compare).
+        All over the pixels meta["valid"] marks (every pixel when the data have no such mask).
         Writes crf_evaluation.json (with the spectra), crf_samples.png, crf_spectra.png and crf_colour.png
         under out_dir."""
         real = np.asarray(real, np.float64)
@@ -103,6 +114,10 @@ class CRFWorkload(Workload):
         if real.shape != fake.shape or real.ndim != 4:
             raise UserError(f"crf evaluate: real and generated targets must both be (N, C, H, W), "
                             f"got {real.shape} and {fake.shape}")
+        valid = meta.get(VALID_META)
+        if valid is not None and np.shape(valid) != (real.shape[0], *real.shape[2:]):
+            raise UserError(f"crf evaluate: meta '{VALID_META}' has shape {np.shape(valid)}, expected "
+                            f"{(real.shape[0], *real.shape[2:])} (one mask per sample)")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         names = target_names(real.shape[1])
@@ -113,8 +128,8 @@ class CRFWorkload(Workload):
         spectra: dict[str, dict[str, list]] = {"real": {}, "fake": {}}
         distance, slopes = {}, {}
         for name, (r, f) in fields.items():
-            k, p_real = spectrum.radial_power_spectrum(r)
-            _, p_fake = spectrum.radial_power_spectrum(f)
+            k, p_real = spectrum.radial_power_spectrum(r, valid)
+            _, p_fake = spectrum.radial_power_spectrum(f, valid)
             p_real, p_fake = p_real.mean(0), p_fake.mean(0)
             spectra["real"][name], spectra["fake"][name] = p_real.tolist(), p_fake.tolist()
             distance[name] = spectrum.spectral_distance(k, p_fake, p_real)
@@ -123,9 +138,11 @@ class CRFWorkload(Workload):
         summary = {
             "n_samples": int(real.shape[0]),
             "image_size": list(real.shape[2:]),
-            "l1": float(np.abs(fake - real).mean()),
-            "mse": float(((fake - real) ** 2).mean()),
-            "l1_per_channel": {n: float(np.abs(fake[:, i] - real[:, i]).mean()) for i, n in enumerate(names)},
+            "valid_fraction": 1.0 if valid is None else float(np.mean(valid != 0)),
+            "l1": float(valid_mean(np.abs(fake - real), valid)),
+            "mse": float(valid_mean((fake - real) ** 2, valid)),
+            "l1_per_channel": {n: float(valid_mean(np.abs(fake[:, i:i + 1] - real[:, i:i + 1]), valid))
+                               for i, n in enumerate(names)},
             "spectral_distance": distance,
             "spectral_slope": slopes,
             "bands": {b: [int(k[m].min()), int(k[m].max())] for b, m in masks.items()},
@@ -139,7 +156,7 @@ class CRFWorkload(Workload):
         figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
         extra = {}
         if real.shape[1] == 3:  # luminance and chroma are defined for RGB
-            res = colour.compare(real, fake, names)
+            res = colour.compare(real, fake, names, valid)
             summary["coherence"] = res["coherence_bands"]
             summary["coloured_texture"] = res["coloured_texture"]
             summary["chroma"] = {"rms": {"real": res["chroma"]["real"]["rms"], "fake": res["chroma"]["fake"]["rms"]},
