@@ -7,7 +7,8 @@ inputs do not determine (hpcgan/data/synth_crf.py):
   2. hpcgan train --config crf-small            (GAN: LSGAN over 3 scales + lambda * L1)
      hpcgan train --config crf-small loss.lambda_gan=0   (L1 only), same steps, same seed
   3. hpcgan evaluate RUN --data HELD_OUT        (for both)
-  4. compare the radially averaged power spectra per band, and the inter-band coherence and chroma
+  4. compare the radially averaged power spectra per band (Hann-windowed: hpcgan/workloads/crf/spectrum.py),
+     and the inter-band coherence and chroma
      (hpcgan/workloads/crf/colour.py: does the fine texture have the grey structure of real clouds?);
      overlay figures.
 

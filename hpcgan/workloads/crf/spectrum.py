@@ -17,8 +17,8 @@ treats a field as periodic; a real reflectance field is not, and the jump
 between its opposite edges (or a large-scale gradient) puts power at every k
 that falls only as k^-2, which swamps steep spectra in the high band. Hann
 goes to zero at the edges and its own leakage falls as k^-6 (Harris 1978); a
-separable window keeps that along both axes, and Hann's main lobe is only 2
-bins wide, which matters on 32-pixel tiles.
+separable window keeps that along both axes, and Hann's main lobe reaches
+only 2 bins either side, which matters on 32-pixel tiles.
 
 Invalid pixels (valid == 0, e.g. no satellite view in the converter's
 meta/valid): they get weight 0, so their values cannot matter. The mean
