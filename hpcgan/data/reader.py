@@ -314,7 +314,8 @@ class ShardedReader:
     def _locate(self, idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.offsets, idx, side="right") - 1
 
-    def read_sorted(self, uniq: np.ndarray, files: dict, check: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def read_sorted(self, uniq: np.ndarray, files: dict,
+                    check: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Samples at sorted unique global indices, read as contiguous slabs: (inputs, targets, valid or None).
         `files`: this thread's open files."""
         xin = np.empty((len(uniq), *self.input_shape), dtype=np.float32)

@@ -201,7 +201,8 @@ class Training:
             self.scaler.step(self.opt_d)
             self.scaler.update()
 
-    def step(self, cond: torch.Tensor, real: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def step(self, cond: torch.Tensor, real: torch.Tensor,
+             valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One full step on one prepared batch (what benchmarks call)."""
         stats = self.forward_backward([(cond, real, valid)])
         self.sync_and_step()

@@ -94,7 +94,8 @@ def radial_power_spectrum(images: np.ndarray, valid: np.ndarray | None = None) -
     return _radial_mean(np.abs(f) ** 2 / norm[..., None, None])
 
 
-def radial_cross_spectrum(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def radial_cross_spectrum(a: np.ndarray, b: np.ndarray,
+                          valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two stacks of (..., H, W) fields of one shape -> (k, S_ab): the radial mean of Re(A B*) / sum(w^2),
     the co-spectrum (the imaginary part cancels between the modes +f and -f of a bin), both fields tapered
     as in radial_power_spectrum with the same `valid`. S_aa is P_a."""
