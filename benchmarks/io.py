@@ -10,10 +10,15 @@ as its slowest rank. Methods:
   reader-shuffled     ShardedReader, seeded global shuffle (as in training), normalize off
   reader-sequential   ShardedReader, shuffle off
   reader-norm         ShardedReader, shuffled, per-channel normalisation and NaN check on (what training pays)
+  reader-staged       ShardedReader, shuffled, reading the node-local copy data.stage makes (hpcgan/data/stage.py:
+                      local rank 0 of each node copies and verifies the file into --stage-dir, default
+                      $SLURM_TMPDIR, $TMPDIR or /tmp, before any timing; the copy's time is reported apart)
   h5py-slabs          h5py read_direct of the rank's contiguous range in slabs of `batch` samples
   fromfile            numpy.fromfile of the same byte range of the raw copy, same slabs
 The page cache is warm for every method (the files are read once before timing), so
-this compares software overheads, not disks. One warm-up pass, then --repeats timed
+this compares software overheads, not disks (where the copy lies on the same disk as the
+original, reader-staged can only match reader-shuffled: what staging buys on a cluster is a
+local disk or memory instead of a shared file system). One warm-up pass, then --repeats timed
 passes: mean and standard deviation. Prints a table, writes JSON.
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("reader-shuffled", "reader-sequential", "reader-norm", "h5py-slabs", "fromfile")
+METHODS = ("reader-shuffled", "reader-sequential", "reader-norm", "reader-staged", "h5py-slabs", "fromfile")
 
 
 def make_data(folder: Path, n: int, size: tuple[int, int]) -> Path:
@@ -68,7 +73,7 @@ def _pass(method: str, args, rank: int, size: int) -> tuple[int, int]:
     if method.startswith("reader"):
         rd = ShardedReader(args.data, rank, size, args.batch, seed=1, shuffle=method != "reader-sequential",
                            normalize=method == "reader-norm", check_finite="batch" if method == "reader-norm" else "off",
-                           prefetch=4)
+                           prefetch=4, copies=args.copies if method == "reader-staged" else None)
         samples = nbytes = 0
         for x, y, _ in rd.epoch(0):
             samples += len(x)
@@ -96,11 +101,34 @@ def _pass(method: str, args, rank: int, size: int) -> tuple[int, int]:
     return hi - lo, (hi - lo) * 4 * (per_in + per_out)
 
 
+def stage_on_each_node(comm, data: str, stage_dir: str) -> dict:
+    """data.stage's copy, as the trainer makes it: local rank 0 of each node copies and verifies, the node's
+    other ranks wait. Returns this node's Staged fields (copies empty, notice set, when it fell back)."""
+    from mpi4py import MPI
+
+    from hpcgan.data import stage
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    staged = None
+    if node.Get_rank() == 0:
+        staged = stage.stage_files([data], stage.stage_base(stage_dir, os.environ)[0])
+    staged = node.bcast(staged, root=0)
+    node.Free()
+    return {"root": staged.root, "copies": staged.copies, "bytes": staged.nbytes, "seconds": staged.seconds,
+            "notice": staged.notice}
+
+
 def worker(args) -> None:
     from mpi4py import MPI
 
+    from hpcgan.data import stage
+
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
+    staged = stage_on_each_node(comm, args.data, args.stage_dir)
+    if staged["notice"]:
+        print(f"rank {rank}: reader-staged reads in place: {staged['notice']}", file=sys.stderr)
+    args.copies = staged["copies"]
     results = {}
     for method in METHODS:
         totals, per_rank = [], []
@@ -121,8 +149,12 @@ def worker(args) -> None:
         results[method] = {"total_samples_s": t[:, 0].mean(), "total_samples_s_std": t[:, 0].std(),
                            "total_gb_s": t[:, 1].mean() / 1e9, "rank_samples_s": p[:, 0].mean(),
                            "rank_gb_s": p[:, 1].mean() / 1e9, "samples_per_rank": counts[0][0]}
+    comm.Barrier()
+    stage.remove(staged["root"])  # "" on all but each node's copier
+    staging = {k: staged[k] for k in ("bytes", "seconds", "notice")}
+    staging["seconds_max"] = max(comm.allgather(staged["seconds"]))
     if rank == 0:
-        Path(args.worker_out).write_text(json.dumps({"ranks": size, "methods": results}))
+        Path(args.worker_out).write_text(json.dumps({"ranks": size, "methods": results, "staging": staging}))
 
 
 # --- driver -----------------------------------------------------------------------
@@ -139,6 +171,11 @@ def table(runs: list[dict]) -> str:
                          f"{r['total_samples_s']:>9.0f} ±{r['total_samples_s_std']:<5.0f} {r['total_gb_s']:>10.3f} "
                          f"{r['total_samples_s'] / m['h5py-slabs']['total_samples_s']:>11.2f} "
                          f"{r['total_samples_s'] / m['fromfile']['total_samples_s']:>9.2f}")
+        st = run.get("staging")
+        if st:
+            lines.append(f"{'':>5} staging: {st['bytes'] / 2**20:.0f} MiB copied and verified per node in "
+                         f"{st['seconds_max']:.2f} s ({st['bytes'] / max(st['seconds_max'], 1e-9) / 1e9:.2f} GB/s)"
+                         + (f"; fell back: {st['notice']}" if st["notice"] else ""))
     return "\n".join(lines)
 
 
@@ -152,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="results/io-data")
     p.add_argument("--out", default="results/io.json")
     p.add_argument("--keep-data", action="store_true", help="keep the generated files")
+    p.add_argument("--stage-dir", default="", help="reader-staged: node-local directory to copy the dataset to "
+                   "(default: $SLURM_TMPDIR, $TMPDIR or /tmp, as data.stage)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -174,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.data_dir) / f"worker-{k}.json"
         cmd = ["mpirun", "-np", str(k), "--oversubscribe", "--bind-to", "none", sys.executable, str(Path(__file__).resolve()), "--worker",
                "--data", str(data), "--worker-out", str(out), "--n", str(args.n), "--size", *map(str, args.size),
-               "--batch", str(args.batch), "--repeats", str(args.repeats)]
+               "--batch", str(args.batch), "--repeats", str(args.repeats), "--stage-dir", args.stage_dir]
         t0 = time.time()
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
@@ -185,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs)
     print(text)
     params = {"n": args.n, "size": args.size, "batch": args.batch, "repeats": args.repeats, "ranks": args.ranks,
-              "sample_bytes": sample_bytes, "page_cache": "warm", "methods": list(METHODS)}
+              "sample_bytes": sample_bytes, "page_cache": "warm", "methods": list(METHODS),
+              "stage_dir": args.stage_dir or "default ($SLURM_TMPDIR, $TMPDIR or /tmp)"}
     write_result(args.out, "io", params, {"runs": runs, "table": text}, env=env_info)
     print(f"wrote {args.out}")
     if not args.keep_data:

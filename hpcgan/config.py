@@ -34,6 +34,8 @@ class DataConfig:
     normalize: bool = True  # standardise inputs with the file's per-channel stats
     check_finite: str = "auto"  # open | batch | off | auto (open for small files)
     remainder: str = "drop"  # drop | pad: samples beyond a multiple of ranks*batch
+    stage: bool = False  # copy the data files to node-local storage first, once per node (data/stage.py)
+    stage_dir: str = ""  # where data.stage copies to ($VARS expanded on each node); empty: $SLURM_TMPDIR, $TMPDIR, /tmp
 
     def __post_init__(self) -> None:
         _choice("data.check_finite", self.check_finite, ("open", "batch", "off", "auto"))

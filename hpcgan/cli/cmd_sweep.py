@@ -32,15 +32,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-range", nargs="+", default=[], metavar="KEY=LOW:HIGH",
                    help="log-uniform range, e.g. train.lr_g=1e-5:1e-3 (with --random)")
     p.add_argument("--choice", nargs="+", default=[], metavar="KEY=A,B", help="pick one of the values (with --random)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random points")
+    p.add_argument("--optuna", type=int, metavar="N",
+                   help="N points chosen by an Optuna sampler from --range/--log-range/--choice as the sweep runs, "
+                        "minimising --metric (or --maximize); the study is a journal file in the sweep directory")
+    p.add_argument("--sampler", default="tpe", help="with --optuna: tpe, random or qmc (default tpe)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random points (and of the Optuna sampler)")
     p.add_argument("--out", help="sweep directory (default sweeps/<config name>)")
     p.add_argument("--max-concurrent", type=int, default=4, help="array elements running at once (0: no limit)")
     p.add_argument("--sbatch-args", default="", help="extra sbatch options, e.g. --sbatch-args='-N 2 --ntasks-per-node=4 -A acct'")
     p.add_argument("--local", action="store_true", help="run the points one after another here, even with SLURM")
     p.add_argument("--launcher", default="", help="local runs: launcher prefix, e.g. 'mpirun -np 2'")
     p.add_argument("--dry-run", action="store_true", help="check every point's config, print the array script")
-    p.add_argument("--metric", default="l1", help="report: validation metric to rank by (default l1)")
-    p.add_argument("--maximize", action="store_true", help="report: higher metric is better")
+    p.add_argument("--metric", default="l1", help="report and --optuna: validation metric to rank by (default l1)")
+    p.add_argument("--maximize", action="store_true", help="report and --optuna: higher metric is better")
     p.set_defaults(func=run)
 
 
@@ -49,32 +53,46 @@ def run(args: argparse.Namespace) -> int:
         if len(args.overrides) != 2:
             raise UserError("usage: hpcgan sweep report DIR [--metric NAME] [--maximize]")
         return report(Path(args.overrides[1]), args.metric, args.maximize)
+    if args.overrides[:1] in (["ask"], ["tell"]):  # what an --optuna array element runs around its training
+        return ask_or_tell(args.overrides)
     if not args.config:
         raise UserError("hpcgan sweep: --config is required to plan a sweep (or: hpcgan sweep report DIR)")
-    if args.grid and args.random:
-        raise UserError("hpcgan sweep: give either --grid or --random, not both")
+    given = [name for name, v in (("--grid", args.grid), ("--random", args.random), ("--optuna", args.optuna))
+             if v not in (None, [])]
+    if len(given) > 1:
+        raise UserError(f"hpcgan sweep: give one of --grid, --random and --optuna, not {' and '.join(given)}")
     if args.max_concurrent < 0:
         raise UserError(f"--max-concurrent {args.max_concurrent}: expected 0 (no limit) or more")
-    points = (sweep.random_points(args.random, args.range, args.log_range, args.choice, args.seed)
-              if args.random is not None else sweep.grid_points(args.grid))
+    optuna = None
+    if args.optuna is not None:
+        from hpcgan.train import sweep_optuna
+
+        optuna = sweep_optuna.study_spec(args.optuna, args.sampler, args.seed, args.metric, args.maximize,
+                                         args.range, args.log_range, args.choice)
+        points = [()] * args.optuna  # values asked from the study as each point starts
+    elif args.random is not None:
+        points = sweep.random_points(args.random, args.range, args.log_range, args.choice, args.seed)
+    else:
+        points = sweep.grid_points(args.grid)
     config = args.config
     if Path(config).suffix in (".yaml", ".yml") or "/" in config:  # a YAML path: the jobs may run elsewhere
         config = str(Path(config).resolve())
     planned = sweep.plan(config, points, args.overrides)
     name = Path(config).stem
     out = Path(args.out or f"sweeps/{name}").resolve()
-    script = sweep.array_script(out, config, len(planned), args.max_concurrent, REPO, f"hpcgan-sweep-{name}")
+    script = sweep.array_script(out, config, len(planned), args.max_concurrent, REPO, f"hpcgan-sweep-{name}",
+                                optuna=optuna is not None)
     if args.dry_run:
         print(script, end="")
         print(f"# dry run: {len(planned)} point(s) checked; nothing written", file=sys.stderr)
         return 0
-    sweep.write_sweep(out, config, planned)
+    sweep.write_sweep(out, config, planned, optuna)
     (out / "array.sh").write_text(script)
     use_slurm = not args.local and shutil.which("sbatch") is not None
     if not use_slurm:
         hpcgan = [sys.executable, "-m", "hpcgan.cli.main"]
         failed = sweep.run_local(out, config, planned, shlex.split(args.launcher), hpcgan,
-                                 log=lambda m: print(m, file=sys.stderr))
+                                 log=lambda m: print(m, file=sys.stderr), optuna=optuna is not None)
         print(f"sweep of {len(planned)} point(s) in {out}: {len(planned) - failed} finished, {failed} failed; "
               f"tabulate with: hpcgan sweep report {out}")
         return 1 if failed else 0
@@ -86,6 +104,22 @@ def run(args: argparse.Namespace) -> int:
     job = p.stdout.strip().split(";")[0]
     print(f"submitted job array {job}: {len(planned)} point(s) of {config} in {out} "
           f"(logs in {out / 'logs'}); when done: hpcgan sweep report {out}")
+    return 0
+
+
+def ask_or_tell(words: list[str]) -> int:
+    """`hpcgan sweep ask|tell DIR INDEX`: ask the study for point INDEX's values (writes points/NNN.args),
+    or tell it the point's result."""
+    from hpcgan.train import sweep_optuna
+
+    if len(words) != 3 or not words[2].isdigit():
+        raise UserError(f"usage: hpcgan sweep {words[0]} DIR INDEX")
+    out, index = Path(words[1]), int(words[2])
+    if words[0] == "ask":
+        print(" ".join(sweep_optuna.ask(out, index)))
+    else:
+        value = sweep_optuna.tell(out, index)
+        print(f"sweep point {index}: told the study {'a failed trial' if value is None else value}")
     return 0
 
 

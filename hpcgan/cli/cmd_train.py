@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hpcgan.config import load_config
@@ -84,6 +85,7 @@ def dry_run(cfg, backend, world_sizes: list[int], resume: str = "auto") -> int:
     files, models, the plan the trainer would run by (hpcgan/train/plan.py) and what resuming from the run
     directory's checkpoint would do. Errors are collected, not raised one at a time, so one dry run lists
     every problem; each is one line on stderr, exit 2."""
+    from hpcgan.data.stage import check_stage_dir
     from hpcgan.train.agreement import check_same_training_data
     from hpcgan.train.plan import make_plan
     from hpcgan.train.step import build_training
@@ -95,6 +97,11 @@ def dry_run(cfg, backend, world_sizes: list[int], resume: str = "auto") -> int:
             tr.workload.check_dataset(attrs, cfg.data.path)
     except UserError as e:
         errors.append(str(e))
+    if cfg.data.stage:
+        try:
+            check_stage_dir(cfg.data.stage_dir, os.environ)
+        except UserError as e:
+            errors.append(str(e))
     checkpoint = None
     if fingerprint is not None and resume != "never":
         try:

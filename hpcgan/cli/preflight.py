@@ -8,17 +8,20 @@ genuinely rank-local.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hpcgan.config import Config
+from hpcgan.data.stage import check_stage_dir
 from hpcgan.errors import UserError
 from hpcgan.runtime.backend import Backend
 
 
 def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -> None:
     """Open the training and validation data as the trainer will (files, schema, finite values
-    when data.check_finite scans on open, fit to the workload, the plan's errors at this world size)
-    and check that an explicit --resume path exists (rank 0 reads checkpoints)."""
+    when data.check_finite scans on open, fit to the workload, the plan's errors at this world size),
+    that an explicit data.stage_dir is writable, and that an explicit --resume path exists (rank 0 reads
+    checkpoints)."""
     from hpcgan.train.plan import make_plan
     from hpcgan.train.trainer import make_reader
     from hpcgan.workloads.registry import get_workload
@@ -40,5 +43,7 @@ def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -
         raise UserError(f"config key train.grad_compression: {cfg.train.grad_compression} is not supported by the "
                         f"{backend.name} backend (expected one of {', '.join(backend.compressions)}; the torch "
                         "backend has all)")
+    if cfg.data.stage:  # every rank, on its own node: an explicit data.stage_dir must be writable there
+        check_stage_dir(cfg.data.stage_dir, os.environ)
     if backend.is_root and resume not in ("auto", "never") and not Path(resume).exists():
         raise UserError(f"--resume {resume}: no such checkpoint file or run directory")

@@ -40,7 +40,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ class ShardedReader:
     def __init__(self, path_or_glob: str | os.PathLike | Sequence[str], rank: int, size: int, batch_size: int,
                  seed: int, *, shuffle: bool = True, shuffle_block: int = 32, prefetch: int = 4, cache: bool = False,
                  normalize: bool = True, check_finite: str = "auto", remainder: str = "drop",
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, copies: Mapping[str, str] | None = None):
         if not 0 <= rank < size:
             raise UserError(f"reader: rank {rank} outside 0..{size - 1}")
         if batch_size < 1 or shuffle_block < 1 or prefetch < 1:
@@ -143,7 +143,10 @@ class ShardedReader:
             raise UserError(f"reader: remainder {remainder!r}, expected drop or pad")
         if check_finite not in ("auto", "open", "batch", "off"):
             raise UserError(f"reader: check_finite {check_finite!r}, expected auto, open, batch or off")
-        self.paths = resolve_paths(path_or_glob)
+        # The files as named (what identifies the dataset), and what is opened: a node-local copy where
+        # data.stage made one (`copies`: source -> copy), else the file itself.
+        self.sources = resolve_paths(path_or_glob)
+        self.paths = [copies.get(p, p) for p in self.sources] if copies else list(self.sources)
         self.name = str(path_or_glob) if isinstance(path_or_glob, (str, os.PathLike)) else ",".join(self.paths)
         self.rank, self.size, self.batch_size, self.seed = rank, size, batch_size, seed
         self.shuffle, self.shuffle_block, self.prefetch = shuffle, shuffle_block, prefetch
@@ -241,7 +244,7 @@ class ShardedReader:
         out = {k: first[k] for k in ("format_version", "workload", "input_channels", "target_channels", "meta",
                                      "storage_dtype", "input_shape", "target_shape")}
         out["n"] = self.num_samples
-        out["files"] = list(self.paths)
+        out["files"] = list(self.sources)
         out["provenance"] = first["provenance"] if len(self.paths) == 1 else [a["provenance"] for a in self.file_attrs]
         for kind, count_key in (("input", "stats_count"), ("target", "target_stats_count")):
             if all(a[f"{kind}_stats"] for a in self.file_attrs):
@@ -296,8 +299,9 @@ class ShardedReader:
         """What identifies this dataset without reading samples: its files with their byte sizes and sample
         counts, and a digest of those and of every file's attributes (shapes, channels, statistics,
         provenance). Ranks compare digests before training, so a glob resolved while files appear (or a
-        stale copy on one node) stops the job instead of hanging it at the end of an epoch."""
-        files = [(p, os.path.getsize(p), int(a["n"])) for p, a in zip(self.paths, self.file_attrs)]
+        stale copy on one node) stops the job instead of hanging it at the end of an epoch. Files are named
+        as given, not by their staged copies' paths, which differ per node."""
+        files = [(s, os.path.getsize(p), int(a["n"])) for s, p, a in zip(self.sources, self.paths, self.file_attrs)]
         h = hashlib.sha1(repr(files).encode())
         for a in self.file_attrs:
             for k in sorted(a):

@@ -231,19 +231,24 @@ class Backend(ABC):
         as long as the work: that would trip Horovod's stall shutdown or torch's collective timeout
         (jobs/env.sh sets both to 120 s). Other ranks pass None. An exception in `work` is raised on root
         after the wait; ends like a barrier: no rank leaves before root's work is done."""
+        self.run_where_given(work if self.rank == root else None, poll_s)
+
+    def run_where_given(self, work: Callable[[], Any] | None, poll_s: float = 1.0) -> None:
+        """run_on_root for any set of ranks: each rank that passes `work` runs it (one copier per node for
+        data.stage), the others pass None; every rank polls until all the work is done."""
         if self.size == 1:
             if work is not None:
                 work()
             return
         failures: list[BaseException] = []
         thread = None
-        if self.rank == root and work is not None:
+        if work is not None:
             def target() -> None:
                 try:
                     work()
-                except BaseException as e:  # raised again on root's main thread below
+                except BaseException as e:  # raised again on this rank's main thread below
                     failures.append(e)
-            thread = threading.Thread(target=target, name="hpcgan-root-work", daemon=True)
+            thread = threading.Thread(target=target, name="hpcgan-rank-work", daemon=True)
             thread.start()
         while True:
             if thread is not None:

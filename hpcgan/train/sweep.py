@@ -9,7 +9,8 @@ another. `report` gathers each point's validation metrics into one table.
 
 A sweep directory holds:
   sweep.json          the preset, the points (their overrides and run directories)
-  points/NNN.args     point NNN's overrides, one per line (what the array script reads)
+  points/NNN.args     point NNN's overrides, one per line (what the array script reads); with --optuna
+                      written when the point starts (sweep_optuna.py), beside NNN.trial and optuna.log
   array.sh            the SLURM array script (resubmit it with `sbatch array.sh`)
   logs/               one SLURM output file per array element
   point-NNN/          point NNN's run directory
@@ -118,20 +119,23 @@ def plan(config: str, points: Sequence[tuple[str, ...]], common: Sequence[str] =
     return planned
 
 
-def write_sweep(out: Path, config: str, points: Sequence[Point]) -> None:
-    """sweep.json and points/NNN.args; an existing sweep directory must hold the same plan (resubmission)."""
+def write_sweep(out: Path, config: str, points: Sequence[Point], optuna: dict | None = None) -> None:
+    """sweep.json and points/NNN.args; an existing sweep directory must hold the same plan (resubmission).
+    With `optuna` (sweep_optuna.study_spec) the points' values are asked when each starts."""
     out.mkdir(parents=True, exist_ok=True)
     record = {"config": config, "points": [{"index": p.index, "swept": list(p.swept), "overrides": list(p.overrides),
                                             "run_dir": str(out / p.name)} for p in points]}
+    if optuna is not None:
+        record["optuna"] = optuna
     path = out / SWEEP_FILE
     if path.exists():
         old = json.loads(path.read_text())
-        if (old.get("config"), [q["overrides"] for q in old.get("points", [])]) != \
-                (config, [list(p.overrides) for p in points]):
+        if (old.get("config"), [q["overrides"] for q in old.get("points", [])], old.get("optuna")) != \
+                (config, [list(p.overrides) for p in points], optuna):
             raise UserError(f"sweep directory {out}: holds a different sweep ({path}); choose another --out")
     (out / "points").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-    for p in points:
+    for p in points if optuna is None else ():
         (out / "points" / f"{p.index:03d}.args").write_text("".join(f"{o}\n" for o in p.overrides))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -148,15 +152,20 @@ def load_sweep(out: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
-def array_script(out: Path, config: str, n_points: int, max_concurrent: int, home: Path, job_name: str) -> str:
+def array_script(out: Path, config: str, n_points: int, max_concurrent: int, home: Path, job_name: str,
+                 optuna: bool = False) -> str:
     """The sbatch script of the job array: element i trains point i in out/point-NNN, like jobs/train_*.sh.
 
     Resources are the train scripts' defaults (one node, 2 ranks); sbatch options on the command line
-    override them, e.g. `sbatch -N 4 --ntasks-per-node=4 array.sh`.
+    override them, e.g. `sbatch -N 4 --ntasks-per-node=4 array.sh`. With `optuna` the element first asks the
+    study for its point's values and, when its run has finished, tells the study the result.
     """
     out = out.resolve()
     limit = f"%{max_concurrent}" if max_concurrent else ""
     q = shlex.quote
+    ask = ('"$HPCGAN" sweep ask "$SWEEP_DIR" "$SLURM_ARRAY_TASK_ID" || exit $?\n' if optuna else "")
+    finish = ('rc=$?\n[ "$rc" -ne 0 ] || "$HPCGAN" sweep tell "$SWEEP_DIR" "$SLURM_ARRAY_TASK_ID"\n'
+              'hpcgan_finish "$rc"' if optuna else "hpcgan_finish $?")
     return f"""#!/bin/bash
 # hpcgan sweep: {n_points} runs of {config} as one SLURM job array (written by `hpcgan sweep`).
 # Element i trains point i (overrides in points/NNN.args) in point-NNN/; a preempted element
@@ -177,24 +186,30 @@ SWEEP_DIR={q(str(out))}
 POINT=$(printf %03d "${{SLURM_ARRAY_TASK_ID:?submit with sbatch (a job array)}}")
 export HPCGAN_RUN_DIR=$SWEEP_DIR/point-$POINT
 source "$HPCGAN_HOME/jobs/env.sh"
-mapfile -t OVERRIDES < "$SWEEP_DIR/points/$POINT.args"
+{ask}mapfile -t OVERRIDES < "$SWEEP_DIR/points/$POINT.args"
 srun ${{HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI}} --kill-on-bad-exit=1 --open-mode=append -u \\
     "$HPCGAN" train --config {q(config)} run_dir="$HPCGAN_RUN_DIR" "${{OVERRIDES[@]}}" "$@"
-hpcgan_finish $?
+{finish}
 """
 
 
 def run_local(out: Path, config: str, points: Sequence[Point], launcher: Sequence[str], hpcgan: Sequence[str],
-              log=print) -> int:
-    """Train the points one after another on this machine; returns how many failed."""
+              log=print, optuna: bool = False) -> int:
+    """Train the points one after another on this machine; returns how many failed. With `optuna` each point
+    asks the study for its values first and tells it the result after."""
+    from hpcgan.train import sweep_optuna
+
     failed = 0
     for p in points:
-        cmd = [*launcher, *hpcgan, "train", "--config", config, f"run_dir={out / p.name}", *p.overrides]
-        log(f"sweep point {p.index + 1}/{len(points)}: {' '.join(p.overrides)}")
+        overrides = sweep_optuna.ask(out, p.index) if optuna else list(p.overrides)
+        cmd = [*launcher, *hpcgan, "train", "--config", config, f"run_dir={out / p.name}", *overrides]
+        log(f"sweep point {p.index + 1}/{len(points)}: {' '.join(overrides)}")
         rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
         if rc != 0:
             failed += 1
             log(f"sweep point {p.index} exited {rc}; its run directory is {out / p.name}")
+        elif optuna:
+            sweep_optuna.tell(out, p.index)
     return failed
 
 
@@ -221,7 +236,7 @@ def report_rows(out: Path, metric: str, maximize: bool = False) -> list[dict]:
     rows = []
     for p in sweep["points"]:
         recs = [r for r in _val_records(Path(p["run_dir"])) if isinstance(r.get(metric), (int, float))]
-        row = {"point": p["index"], "overrides": " ".join(p["swept"]), "epochs": 0,
+        row = {"point": p["index"], "overrides": " ".join(_swept(out, p)), "epochs": 0,
                "final": math.nan, "best": math.nan, "best_epoch": None}
         if recs:
             pick = max if maximize else min
@@ -235,6 +250,14 @@ def report_rows(out: Path, metric: str, maximize: bool = False) -> list[dict]:
         raise UserError(f"sweep {out}: no point has validation metric {metric!r} yet "
                         "(still running, no data.val_path, or a different --metric)")
     return rows
+
+
+def _swept(out: Path, point: dict) -> list[str]:
+    """The point's swept values; an --optuna point's are in its args file once asked (after the shared ones)."""
+    args = out / "points" / f"{point['index']:03d}.args"
+    if point["swept"] or not args.exists():
+        return point["swept"]
+    return args.read_text().splitlines()[len(point["overrides"]):]
 
 
 def _fmt(x) -> str:

@@ -28,6 +28,7 @@ from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, resume_changes
 from hpcgan.train.plan import make_plan, validation_samples
 from hpcgan.train.run_dir import RunDir, environment_record
+from hpcgan.train.staging import staged_data
 from hpcgan.train.step import Training, build_training
 
 EXIT_NONFINITE = 4
@@ -72,28 +73,36 @@ class NonFiniteModel(RuntimeError):
     """The weights about to be checkpointed are not finite (never written)."""
 
 
-def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_memory: bool = False) -> ShardedReader:
+def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_memory: bool = False,
+                copies: dict[str, str] | None = None) -> ShardedReader:
     """Rank `rank` of `size`'s reader (integers, so the dry run can open one for any world size).
-    Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache."""
+    Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache.
+    `copies`: node-local copies to read instead of the files (data.stage)."""
     return ShardedReader(
         path, rank, size, cfg.train.batch_size, cfg.seed,
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
-        remainder=cfg.data.remainder, pin_memory=pin_memory)
+        remainder=cfg.data.remainder, pin_memory=pin_memory, copies=copies)
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
-    """Train cfg on this backend; returns the process exit code (0, EXIT_REQUEUE, EXIT_NONFINITE)."""
+    """Train cfg on this backend; returns the process exit code (0, EXIT_REQUEUE, EXIT_NONFINITE).
+    With data.stage the data files are first copied to node-local storage, and removed on any exit."""
     log = _logger(backend)
-    run = RunDir(cfg.run_dir, active=backend.is_root)
     log(f"hpcgan train: workload {cfg.workload}, {backend.size} rank(s), backend {backend.describe()}, "
         f"device {backend.device}, global batch {cfg.global_batch(backend.size)}, run dir {cfg.run_dir}")
+    with staged_data(cfg, backend, log) as copies:
+        return _train(cfg, backend, resume, copies, log)
+
+
+def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], log) -> int:
+    run = RunDir(cfg.run_dir, active=backend.is_root)
 
     # Section: data, the plan at this world size (the dry run prints the same), models.
     pin = backend.device.type == "cuda"
-    reader = make_reader(cfg, backend.rank, backend.size, cfg.data.path, train=True, pin_memory=pin)
-    val_reader = (make_reader(cfg, backend.rank, backend.size, cfg.data.val_path, train=False, pin_memory=pin)
-                  if cfg.data.val_path else None)
+    reader = make_reader(cfg, backend.rank, backend.size, cfg.data.path, train=True, pin_memory=pin, copies=copies)
+    val_reader = (make_reader(cfg, backend.rank, backend.size, cfg.data.val_path, train=False, pin_memory=pin,
+                              copies=copies) if cfg.data.val_path else None)
     data = agree_on_data(backend, {"data.path": reader, **({"data.val_path": val_reader} if val_reader else {})})
     plan = make_plan(cfg, backend.size, reader.num_samples, val_reader.num_samples if val_reader else 0)
     for line in plan.lines(cfg):

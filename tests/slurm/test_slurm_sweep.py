@@ -90,3 +90,38 @@ def test_sweep_array_runs_every_point_survives_preemption_and_reports(slurm: Clu
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ") and "`train.lr_g=" in ln]
     assert len(rows) == 4 and all("| 2 |" in ln for ln in rows), r.stdout  # every point: 2 epochs validated
     print(r.stdout)
+
+
+@pytest.mark.timeout(400)
+def test_optuna_sweep_array_asks_and_tells_from_each_element(slurm: Cluster, tiny_data) -> None:
+    """--optuna 3 as a job array, 2 elements at once sharing the journal file: every trial is asked by its
+    element, trained, and told; the report lists the asked values."""
+    pytest.importorskip("optuna")
+    from hpcgan.train import sweep, sweep_optuna
+
+    out = slurm.workdir / "sweeps" / "optuna"
+    cmd = [str(HPCGAN), "sweep", "--config", "lhc-small", *TINY.split(), "train.epochs=1", "--out", str(out),
+           "--max-concurrent", "2", "--sbatch-args=--ntasks-per-node=1", "--optuna", "3", "--seed", "1",
+           "--log-range", "train.lr_g=1e-4:1e-3"]
+    p = subprocess.run(cmd, cwd=slurm.workdir, env=slurm.env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    array_id = p.stdout.split("submitted job array ")[1].split(":")[0]
+    t0 = time.time()
+    while _array_running(array_id):
+        assert time.time() - t0 < 300, f"array {array_id} still running after 300 s"
+        time.sleep(1)
+    logs = "\n".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.out"))
+    study = sweep_optuna._study(out, sweep.load_sweep(out)["optuna"])
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 3, logs
+    assert len({t.params["train.lr_g"] for t in study.trials}) == 3, [t.params for t in study.trials]
+    for i in range(3):
+        number = int((out / "points" / f"{i:03d}.trial").read_text())
+        lr = study.trials[number].params["train.lr_g"]
+        config = yaml.safe_load((out / f"point-{i:03d}" / "config.yaml").read_text())
+        assert config["train"]["lr_g"] == pytest.approx(lr, rel=1e-5)
+        assert final_weights(out / f"point-{i:03d}")["global_step"] == STEPS // 2
+    r = subprocess.run([str(HPCGAN), "sweep", "report", str(out), "--metric", "l1"], env=slurm.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("| ") and "`train.lr_g=" in ln]) == 3, r.stdout
+    print(r.stdout)

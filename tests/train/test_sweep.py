@@ -131,3 +131,71 @@ def test_local_sweep_trains_every_point_and_reports(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ") and "`" in ln]
     assert len(rows) == 2 and all(" 1 | " in ln for ln in rows)  # both finished their one epoch
+
+
+def test_optuna_points_are_asked_once_told_once_and_reported(tmp_path):
+    """--optuna: a point's values come from the study when it starts (again the same after a requeue), its best
+    validation metric goes back once; TPE then has the finished points to learn from."""
+    pytest.importorskip("optuna")
+    from hpcgan.train import sweep_optuna
+
+    spec = sweep_optuna.study_spec(3, "tpe", 5, "l1", False, log_ranges=["train.lr_g=1e-5:1e-3"],
+                                   choices=["loss.lambda_match=10,20"])
+    sweep.write_sweep(tmp_path, "lhc-small", sweep.plan("lhc-small", [()] * 3, ["train.epochs=2"]), spec)
+    assert sorted(p.name for p in (tmp_path / "points").iterdir()) == []  # nothing asked yet
+    first = sweep_optuna.ask(tmp_path, 0)
+    assert first[0] == "train.epochs=2" and sweep_optuna.ask(tmp_path, 0) == first  # a requeue resumes the point
+    lr = float(next(o for o in first if o.startswith("train.lr_g=")).split("=")[1])
+    assert 1e-5 <= lr <= 1e-3 and any(o in first for o in ("loss.lambda_match=10", "loss.lambda_match=20"))
+    _fake_run(tmp_path / "point-000", [0.5, 0.3, 0.4])
+    assert sweep_optuna.tell(tmp_path, 0) == 0.3
+    (tmp_path / "point-000" / "metrics.jsonl").write_text(json.dumps({"kind": "val", "epoch": 3, "l1": 0.1}) + "\n")
+    # told already: the study keeps the first answer
+    assert sweep_optuna.tell(tmp_path, 0) == 0.3
+    assert sweep_optuna.ask(tmp_path, 1)[1:] != first[1:]  # each point asks from a fresh process: not the same draw
+    assert sweep_optuna.tell(tmp_path, 1) is None  # no validation metric: a failed trial
+    rows = sweep.report_rows(tmp_path, "l1")
+    assert rows[0]["point"] == 0 and rows[0]["overrides"] == " ".join(first[1:])
+    with pytest.raises(UserError, match="never asked"):
+        sweep_optuna.tell(tmp_path, 2)
+    with pytest.raises(UserError, match="holds a different sweep"):
+        sweep.write_sweep(tmp_path, "lhc-small", sweep.plan("lhc-small", [()] * 3, ["train.epochs=2"]),
+                          {**spec, "sampler": "random"})
+
+
+def test_optuna_dry_run_asks_in_each_array_element(tmp_path):
+    pytest.importorskip("optuna")
+    p = subprocess.run([*CLI, "sweep", "--config", "lhc-small", "--optuna", "4", "--log-range", "train.lr_g=1e-5:1e-3",
+                        "--out", str(tmp_path / "sw"), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "#SBATCH --array=0-3%4" in p.stdout and "sweep ask \"$SWEEP_DIR\" \"$SLURM_ARRAY_TASK_ID\"" in p.stdout
+    assert "sweep tell" in p.stdout and not (tmp_path / "sw").exists()
+    bad = subprocess.run([*CLI, "sweep", "--config", "lhc-small", "--optuna", "2", "--random", "2", "--range",
+                          "loss.lambda_match=1:2", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "hpcgan: error: hpcgan sweep: give one of --grid, --random and --optuna, not --random and --optuna"]
+
+
+@pytest.mark.timeout(300)
+def test_local_optuna_sweep_asks_trains_tells_and_reports(tmp_path):
+    pytest.importorskip("optuna")
+    from hpcgan.train import sweep_optuna
+
+    train = write_crf(tmp_path / "train.h5", 32, seed=1)
+    val = write_crf(tmp_path / "val.h5", 16, seed=2)
+    out = tmp_path / "sweep"
+    common = [o for o in TINY if not o.startswith("train.log_every")] + [
+        f"data.path={train}", f"data.val_path={val}", "train.epochs=1", "train.batch_size=8", "backend=local"]
+    p = subprocess.run([*CLI, "sweep", "--config", "crf-small", "--local", "--out", str(out), *common, "--optuna", "2",
+                        "--sampler", "random", "--seed", "3", "--log-range", "train.lr_g=1e-4:1e-3"],
+                       capture_output=True, text=True, timeout=280)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 finished, 0 failed" in p.stdout
+    study = sweep_optuna._study(out, sweep.load_sweep(out)["optuna"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params != study.trials[1].params
+    for i, t in enumerate(study.trials):
+        lr = float(f"{t.params['train.lr_g']:.6g}")  # as the point's override wrote it
+        assert f"lr_g: {lr}" in (out / f"point-{i:03d}" / "config.yaml").read_text()
+    best = {r["point"]: r["best"] for r in sweep.report_rows(out, "l1")}
+    assert [best[i] for i in range(2)] == [t.value for t in study.trials]
