@@ -142,8 +142,8 @@ def test_reader_reads_the_copy_and_names_the_source(indexed):
     src, copy = str(indexed(8, "src.h5")), str(indexed(8, "copy.h5", first=100))
     plain = ShardedReader(src, 0, 1, 4, seed=0, shuffle=False, normalize=False)
     staged = ShardedReader(src, 0, 1, 4, seed=0, shuffle=False, normalize=False, copies={src: copy})
-    x_plain = np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in plain.epoch(0)])
-    x_staged = np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in staged.epoch(0)])
+    x_plain = np.concatenate([x[:, 0, 0, 0].numpy() for x, *_ in plain.epoch(0)])
+    x_staged = np.concatenate([x[:, 0, 0, 0].numpy() for x, *_ in staged.epoch(0)])
     assert x_staged.tolist() == (x_plain + 100).tolist()
     assert staged.paths == [copy] and staged.sources == [src]
     assert [f[0] for f in staged.fingerprint()["files"]] == [src] == staged.attrs["files"]
