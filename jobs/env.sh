@@ -20,8 +20,10 @@
 #                            (default: the directory sbatch was called from)
 #   HPCGAN_VENV              virtual environment to activate (local: $HPCGAN_HOME/.venv)
 #   HPCGAN_MODULES           daint: modules to load after daint-gpu (default: "PyTorch Horovod")
-#   HPCGAN_RUN_DIR           run directory (default runs/<job name>-<job id>: a requeued job keeps its id,
-#                            so it finds its checkpoints and resumes)
+#   HPCGAN_RUN_DIR           run directory (default runs/<job name>, for an element of a job array
+#                            runs/<job name>-<task id as 3 digits>): a requeued job, and a job submitted again
+#                            under the same name, finds its checkpoints there and resumes. One live job at a
+#                            time per run directory (hpcgan_use_run_dir): set it to run the same name twice.
 #   HPCGAN_OVERRIDES         extra key=value config overrides, space separated
 #   HPCGAN_MAX_REQUEUES      requeues after preemption before the job gives up (default 3)
 #   HPCGAN_SRUN_MPI          srun --mpi value (local/generic-gpu: pmix; daint: empty = the cluster's default)
@@ -31,7 +33,8 @@
 #                            one in #SBATCH --signal)
 #   HPCGAN_FAULT             fault injection for tests: RANK:STEP:raise|exit|kill|hang
 #
-# Provides: $HPCGAN (the hpcgan command), $HPCGAN_SRUN_MPI, and hpcgan_finish RC (requeue after
+# Provides: $HPCGAN (the hpcgan command), $HPCGAN_SRUN_MPI, hpcgan_use_run_dir (training scripts: take
+# the run directory, or exit 2 while another live job holds it) and hpcgan_finish RC (requeue after
 # preemption within the cap, or exit with the step's code). The scripts call srun themselves, visibly.
 # shellcheck shell=bash
 
@@ -54,7 +57,12 @@ export HPCGAN_PROFILE=${HPCGAN_PROFILE:-local}
 export HPCGAN_HOME=${HPCGAN_HOME:-$(_hpcgan_find_home)}
 export HPCGAN_WORKDIR=${HPCGAN_WORKDIR:-${SLURM_SUBMIT_DIR:-$PWD}}
 export HPCGAN_MAX_REQUEUES=${HPCGAN_MAX_REQUEUES:-3}
-export HPCGAN_RUN_DIR=${HPCGAN_RUN_DIR:-runs/${SLURM_JOB_NAME:-hpcgan}-${SLURM_JOB_ID:-$$}}
+if [ -z "${HPCGAN_RUN_DIR:-}" ]; then   # keyed by name, not job id: a resubmitted job resumes
+    HPCGAN_RUN_DIR=runs/${SLURM_JOB_NAME:-hpcgan}
+    # Array elements by task id, zero-padded like the point-NNN directories of `hpcgan sweep`.
+    [ -n "${SLURM_ARRAY_TASK_ID:-}" ] && HPCGAN_RUN_DIR+=$(printf -- '-%03d' "$SLURM_ARRAY_TASK_ID")
+fi
+export HPCGAN_RUN_DIR
 export HPCGAN_OVERRIDES=${HPCGAN_OVERRIDES:-}
 export HPCGAN_PREEMPT_SIGNALS=${HPCGAN_PREEMPT_SIGNALS:-USR2,TERM}
 # A dead rank must not leave the others waiting forever (measured in tests/slurm/test_failures.py):
@@ -145,34 +153,83 @@ fi
 cd "$HPCGAN_WORKDIR" || { echo "hpcgan env: HPCGAN_WORKDIR=$HPCGAN_WORKDIR does not exist" >&2; exit 2; }
 
 # SIGTERM reaches the batch shell too (preemption, time limit, scancel). Untrapped, it ends the shell at
-# once, and hpcgan_finish never requeues. Trapped, bash first waits for the step (whose ranks checkpoint
-# and exit 75 on the same TERM), then runs the trap, then goes on to hpcgan_finish.
-trap 'echo "hpcgan job: SIGTERM to the batch script: waiting for the step to checkpoint and exit" >&2' TERM
+# once, and hpcgan_finish never requeues. Trapped, bash first waits for the step, then runs the trap, then
+# goes on to hpcgan_finish. Where the same TERM reached the ranks only, they checkpoint and exit 75. Where
+# it reached srun as well (`scancel --signal=TERM --full`), srun answers it by killing its ranks at once
+# (SIGKILL), before any checkpoint: hpcgan_finish then requeues all the same, and the job resumes from its
+# last checkpoint.
+HPCGAN_GOT_TERM=""
+trap 'HPCGAN_GOT_TERM=1; echo "hpcgan job: SIGTERM to the batch script: waiting for the step to end" >&2' TERM
 
 # After the step: requeue when it stopped for preemption, within the cap; else exit with its code.
 # Preemption shows as exit 75 or as the marker rank 0 writes after its checkpoint: under
 # --kill-on-bad-exit, srun kills the ranks still exiting once the first one exits 75, and
-# then reports the kill instead of 75. A marker left by an earlier step is removed first.
+# then reports the kill instead of 75. hpcgan_use_run_dir removes a marker left by an earlier step.
 REQUEUE_MARKER=$HPCGAN_RUN_DIR/requeue-requested   # hpcgan.runtime.signals.REQUEUE_MARKER
-rm -f "$REQUEUE_MARKER"
+RUN_DIR_LOCK=$HPCGAN_RUN_DIR/job.lock
 hpcgan_finish() {
-    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0}
+    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0} state
     if [ -e "$REQUEUE_MARKER" ]; then
         rm -f "$REQUEUE_MARKER"
         [ "$rc" -ne 0 ] && rc=$EXIT_REQUEUE
     fi
+    if [ -n "$HPCGAN_GOT_TERM" ] && [ "$rc" -ne 0 ] && [ "$rc" -ne "$EXIT_REQUEUE" ]; then
+        echo "hpcgan job: the step ended (exit $rc) on SIGTERM before a preemption checkpoint (srun kills" \
+             "its ranks when TERM reaches it too); the requeued job resumes from the last checkpoint" >&2
+        rc=$EXIT_REQUEUE
+    fi
     if [ "$rc" -eq "$EXIT_REQUEUE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-        if [ "$restarts" -lt "$HPCGAN_MAX_REQUEUES" ]; then
+        # scancel and the time limit end the job (CANCELLED, TIMEOUT), and SLURM would still requeue it
+        # from here: only a job that is still RUNNING was preempted.
+        state=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
+        if [ "$state" != RUNNING ]; then
+            echo "hpcgan job: job $SLURM_JOB_ID is ${state:-unknown to scontrol}, not requeueing; submit it" \
+                 "again under the same name (or HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR) to resume" >&2
+        elif [ "$restarts" -lt "$HPCGAN_MAX_REQUEUES" ]; then
             echo "hpcgan job: preempted with a checkpoint in $HPCGAN_RUN_DIR; requeue $((restarts + 1))" \
                  "of at most $HPCGAN_MAX_REQUEUES ($(date -Is))" >&2
-            scontrol requeue "$SLURM_JOB_ID" && exit 0
+            scontrol requeue "$SLURM_JOB_ID" && exit 0   # the requeued job keeps its id, so keeps the lock
             echo "hpcgan job: scontrol requeue $SLURM_JOB_ID failed; resubmit with HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR" >&2
         else
             echo "hpcgan job: preempted again after $restarts requeues (HPCGAN_MAX_REQUEUES=$HPCGAN_MAX_REQUEUES);" \
                  "not requeueing. Resume with HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR sbatch ..." >&2
         fi
     fi
+    if [ -n "${SLURM_JOB_ID:-}" ] && [ "$(cat "$RUN_DIR_LOCK" 2>/dev/null)" = "$SLURM_JOB_ID" ]; then
+        rm -f "$RUN_DIR_LOCK"
+    fi
     exit "$rc"
+}
+
+# Before a training step: take the run directory for this job, or stop (exit 2) when another live job
+# holds it; two jobs writing one run directory would interleave their checkpoints. RUN_DIR_LOCK names the
+# holder's job id. A holder that squeue no longer lists as pending or running (it ended, was cancelled or
+# purged) is stale, so a job that died never blocks its resubmission; its requeue keeps its id and lock.
+hpcgan_use_run_dir() {
+    local holder state
+    mkdir -p "$HPCGAN_RUN_DIR" || { echo "hpcgan job: cannot create HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR" >&2; exit 2; }
+    if [ -n "${SLURM_JOB_ID:-}" ]; then
+        holder=$(cat "$RUN_DIR_LOCK" 2>/dev/null)
+        if [ -n "$holder" ] && [ "$holder" != "$SLURM_JOB_ID" ]; then
+            # The holder's own line: for the id of an array's first element, squeue lists the whole array.
+            state=$(squeue -h -j "$holder" -o "%A %T" 2>/dev/null | awk -v id="$holder" '$1 == id {print $2; exit}')
+            case $state in
+                PENDING|RUNNING|SUSPENDED|COMPLETING|CONFIGURING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|RESIZING|SIGNALING|STAGE_OUT|STOPPED)
+                    echo "hpcgan job: run directory $HPCGAN_RUN_DIR is in use by job $holder ($state); wait for" \
+                         "it or scancel it, or give this job another name or HPCGAN_RUN_DIR" >&2
+                    exit 2 ;;
+            esac
+        fi
+        echo "$SLURM_JOB_ID" > "$RUN_DIR_LOCK.$SLURM_JOB_ID" && mv -f "$RUN_DIR_LOCK.$SLURM_JOB_ID" "$RUN_DIR_LOCK"
+        sleep 1   # two jobs that started together: the last rename wins, the other one sees it and stops
+        holder=$(cat "$RUN_DIR_LOCK" 2>/dev/null)
+        if [ "$holder" != "$SLURM_JOB_ID" ]; then
+            echo "hpcgan job: run directory $HPCGAN_RUN_DIR was just taken by job $holder; give this job" \
+                 "another name or HPCGAN_RUN_DIR" >&2
+            exit 2
+        fi
+    fi
+    rm -f "$REQUEUE_MARKER"
 }
 
 echo "hpcgan job ${SLURM_JOB_ID:-(no job)}: profile $HPCGAN_PROFILE, restart ${SLURM_RESTART_COUNT:-0}," \

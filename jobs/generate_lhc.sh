@@ -1,7 +1,7 @@
 #!/bin/bash
 # Generate LHC tracks with a trained generator: every rank runs inference on its contiguous share of the input.
 #
-#   HPCGAN_CHECKPOINT=runs/hpcgan-lhc-1234 sbatch jobs/generate_lhc.sh
+#   HPCGAN_CHECKPOINT=runs/hpcgan-lhc sbatch jobs/generate_lhc.sh
 #   HPCGAN_CHECKPOINT=runs/lhc HPCGAN_DATA='data/lhc-val*.h5' HPCGAN_OUT=results/gen.h5 sbatch -n 4 jobs/generate_lhc.sh
 #
 # Every #SBATCH default below can be overridden on the sbatch command line; trailing arguments are passed to

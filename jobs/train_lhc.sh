@@ -7,12 +7,13 @@
 #
 # Every #SBATCH default below can be overridden on the sbatch command line. Variables:
 #   HPCGAN_CONFIG     preset name or YAML path (default lhc)
-#   HPCGAN_RUN_DIR    run directory (default runs/<job name>-<job id>; a requeued job resumes from it)
+#   HPCGAN_RUN_DIR    run directory (default runs/<job name>; a requeued or resubmitted job resumes from it)
 #   HPCGAN_OVERRIDES  extra key=value overrides, space separated (applied before the command-line ones)
 #   HPCGAN_INFO=1     first run `hpcgan info` as its own step: rank, local rank, node and device of every rank
 #   HPCGAN_PROFILE, HPCGAN_HOME, HPCGAN_WORKDIR, HPCGAN_VENV, HPCGAN_MAX_REQUEUES, ...: see jobs/env.sh
 # Preemption: SLURM sends SIGUSR2 120 s before the time limit to the step's ranks; they checkpoint at the next
 # step boundary and exit 75; hpcgan_finish then requeues the job (at most HPCGAN_MAX_REQUEUES times).
+# SIGTERM (preemption) is handled the same way; see jobs/env.sh.
 #SBATCH --job-name=hpcgan-lhc
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=2
@@ -26,6 +27,7 @@
 # sbatch runs a spooled copy of this file: find the repository from the submitted path (or HPCGAN_HOME).
 : "${HPCGAN_HOME:=$(cd "$(dirname "$(scontrol show job "${SLURM_JOB_ID:?submit with sbatch}" | sed -n 's/^ *Command=\([^ ]*\).*/\1/p')")/.." && pwd)}"
 source "$HPCGAN_HOME/jobs/env.sh"
+hpcgan_use_run_dir
 export HPCGAN_CONFIG=${HPCGAN_CONFIG:-lhc}
 
 if [ "${HPCGAN_INFO:-0}" = 1 ]; then   # where every rank landed (rank, local rank, node, device): a first-run check

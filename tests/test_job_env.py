@@ -30,6 +30,18 @@ def test_profiles_choose_the_device(tmp_path, profile, device):
     assert out.returncode == 0 and out.stdout.strip().endswith(f"device={device}"), out
 
 
+@pytest.mark.parametrize("given,run_dir", [
+    ({"SLURM_JOB_NAME": "lhc-a", "SLURM_JOB_ID": "41"}, "runs/lhc-a"),  # not keyed by the id: a resubmission resumes
+    ({"SLURM_JOB_NAME": "grid", "SLURM_JOB_ID": "44", "SLURM_ARRAY_TASK_ID": "7"}, "runs/grid-007"),
+    ({"SLURM_JOB_NAME": "lhc-a", "SLURM_JOB_ID": "41", "HPCGAN_RUN_DIR": "runs/mine"}, "runs/mine"),
+])
+def test_the_default_run_dir_is_one_per_job_name(tmp_path, given, run_dir):
+    env = {k: v for k, v in job_env(tmp_path).items() if k != "HPCGAN_RUN_DIR"}
+    out = subprocess.run(["bash", "-c", f'source "{REPO}/jobs/env.sh" && echo "run_dir=$HPCGAN_RUN_DIR"'],
+                         env={**env, **given}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip().endswith(f"run_dir={run_dir}"), out
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
 def test_cuda_without_a_gpu_stops_every_rank_with_one_line(run_mpi, hpcgan):

@@ -186,6 +186,7 @@ SWEEP_DIR={q(str(out))}
 POINT=$(printf %03d "${{SLURM_ARRAY_TASK_ID:?submit with sbatch (a job array)}}")
 export HPCGAN_RUN_DIR=$SWEEP_DIR/point-$POINT
 source "$HPCGAN_HOME/jobs/env.sh"
+hpcgan_use_run_dir
 {ask}mapfile -t OVERRIDES < "$SWEEP_DIR/points/$POINT.args"
 srun ${{HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI}} --kill-on-bad-exit=1 --open-mode=append -u \\
     "$HPCGAN" train --config {q(config)} run_dir="$HPCGAN_RUN_DIR" "${{OVERRIDES[@]}}" "$@"

@@ -9,6 +9,7 @@
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 source "$HPCGAN_HOME/jobs/env.sh"
+hpcgan_use_run_dir
 srun ${HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI} --kill-on-bad-exit=1 --open-mode=append -u \
     python "$HPCGAN_HOME/tests/slurm/stepper.py" "$HPCGAN_RUN_DIR" "$@"
 hpcgan_finish $?
