@@ -225,10 +225,30 @@ def mpirun_command(np_: int, module: str, args: Sequence[str], env: dict[str, st
     return cmd + [sys.executable, "-m", f"benchmarks.{module}", *args]
 
 
+def srun_command(np_: int, module: str, args: Sequence[str]) -> list[str]:
+    """`srun` a step of N tasks inside the job's allocation (a SLURM job script; Cray machines have no mpirun).
+
+    N tasks over at most N of the job's nodes; `--mpi` from HPCGAN_SRUN_MPI (the job profile's, jobs/env.sh);
+    `--cpus-per-task` from the job, which srun no longer inherits since Slurm 22.05. The tasks get this
+    process's environment (srun's default --export=ALL).
+    """
+    nodes = min(np_, int(os.environ.get("SLURM_JOB_NUM_NODES") or 1))
+    cmd = ["srun", f"--ntasks={np_}", f"--nodes={nodes}", "--kill-on-bad-exit=1"]
+    if os.environ.get("HPCGAN_SRUN_MPI"):
+        cmd.append(f"--mpi={os.environ['HPCGAN_SRUN_MPI']}")
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        cmd.append(f"--cpus-per-task={os.environ['SLURM_CPUS_PER_TASK']}")
+    return cmd + [sys.executable, "-m", f"benchmarks.{module}", *args]
+
+
+LAUNCHERS = ("mpirun", "srun")
+
+
 def run_ranks(np_: int, module: str, args: Sequence[str], env: dict[str, str] | None = None,
-              timeout: float = 600) -> str:
-    """Launch `np_` ranks of a benchmark worker, wait, return their output; raise with it on failure."""
-    cmd = mpirun_command(np_, module, args, env)
+              timeout: float = 600, launcher: str = "mpirun") -> str:
+    """Launch `np_` ranks of a benchmark worker with `launcher` (mpirun, or srun inside a SLURM job), wait,
+    return their output; raise with it on failure."""
+    cmd = mpirun_command(np_, module, args, env) if launcher == "mpirun" else srun_command(np_, module, args)
     full_env = dict(os.environ)
     full_env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                      "OMPI_MCA_rmaps_base_oversubscribe": "1", "HDF5_USE_FILE_LOCKING": "FALSE"})

@@ -1,4 +1,4 @@
-"""Weak and strong scaling over ranks under mpirun, horovod vs torch backends, synthetic vs real data.
+"""Weak and strong scaling over ranks under mpirun or srun, horovod vs torch backends, synthetic vs real data.
 
 - weak: fixed per-rank batch B at every rank count (the global batch grows with N);
 - strong: fixed global batch B, B/N per rank.
@@ -16,8 +16,12 @@ Each timed iteration's figures are the slowest rank's (the step of a
 synchronous data-parallel job ends when its slowest rank does).
 
 One driver launches `mpirun -np N python -m benchmarks.scaling --worker ...`
-per (backend, N); the worker runs weak and strong, synthetic and real, in one
-process. Rank counts above the core count are marked oversubscribed.
+(or `srun --ntasks N ...` inside a SLURM job: --launcher srun, what
+jobs/bench_scaling.sh uses) per (backend, N); the worker runs weak and strong,
+synthetic and real, in one process. Its data file and per-run results go to a
+temporary folder beside --out, not /tmp: on several nodes every rank must see
+them, and each node has its own /tmp. Rank counts above the core count are
+marked oversubscribed.
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.common import (DEFAULT_RESULTS, REPO, Stats, environment, log, oversubscribed, read_result,
-                               run_ranks, workload_config, write_result)
+from benchmarks.common import (DEFAULT_RESULTS, LAUNCHERS, REPO, Stats, environment, log, oversubscribed,
+                               read_result, run_ranks, workload_config, write_result)
 
 BACKENDS = ("horovod", "torch")
 WORKLOADS = ("lhc", "crf-small", "crf")
@@ -126,7 +130,8 @@ def worker(args) -> None:
     cfg = workload_config(args.workload, ["backend=" + args.backend, f"device={args.device}", "train.d_steps=1"])
     training = build_training(cfg, backend, log=lambda *_: None)
     n = backend.size
-    out = {"ranks": n, "backend": backend.describe(), "threads_per_rank": torch.get_num_threads(),
+    nodes = len(set(backend.allgather_object(backend.info.node_rank)))
+    out = {"ranks": n, "nodes": nodes, "backend": backend.describe(), "threads_per_rank": torch.get_num_threads(),
            "device": str(training.device), "runs": []}
     iters = tuple(int(x) for x in args.iters.split(","))
     for mode in args.modes.split(","):
@@ -179,11 +184,12 @@ def efficiencies(runs: list[dict]) -> list[dict]:
 
 def run_benchmark(workloads: Sequence[str], backends: Sequence[str], ranks: Sequence[int], modes: Sequence[str],
                   data_kinds: Sequence[str], data: str, batch: int, iters: str, device: str, out: Path,
-                  timeout: float) -> dict:
+                  timeout: float, launcher: str = "mpirun") -> dict:
     env = environment()
     runs: list[dict] = []
     skipped: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="hpcgan-scaling-") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".scaling-work-", dir=out.parent) as tmp:
         for w in workloads:
             kinds = list(data_kinds)
             path = data
@@ -205,14 +211,17 @@ def run_benchmark(workloads: Sequence[str], backends: Sequence[str], ranks: Sequ
             for be in backends:
                 for n in ranks:
                     part = Path(tmp) / f"{w}-{be}-{n}.json"
-                    log(f"scaling: {w} {be} x {n} rank(s){' (oversubscribed)' if oversubscribed(n) else ''} ...")
+                    # srun spreads the ranks over the job's nodes: this node's core count says nothing then.
+                    over = launcher == "mpirun" and oversubscribed(n)
+                    log(f"scaling: {w} {be} x {n} rank(s) by {launcher}{' (oversubscribed)' if over else ''} ...")
                     args = ["--worker", "--workload", w, "--backend", be, "--device", device, "--batch", str(b),
                             "--modes", ",".join(modes if n > 1 else ["weak"]), "--data-kinds", ",".join(kinds),
                             "--iters", iters, "--part", str(part)] + (["--data", path] if "real" in kinds else [])
-                    run_ranks(n, "scaling", args, timeout=timeout)
+                    run_ranks(n, "scaling", args, timeout=timeout, launcher=launcher)
                     part_doc = json.loads(part.read_text())
                     for r in part_doc["runs"]:
-                        r.update(workload=w, backend=be, ranks=n, oversubscribed=oversubscribed(n),
+                        r.update(workload=w, backend=be, ranks=n, nodes=part_doc["nodes"],
+                                 oversubscribed=over,
                                  threads_per_rank=part_doc["threads_per_rank"], backend_detail=part_doc["backend"])
                         runs.append(r)
                         if n == 1 and "strong" in modes:  # one rank: weak and strong are the same run
@@ -220,7 +229,7 @@ def run_benchmark(workloads: Sequence[str], backends: Sequence[str], ranks: Sequ
     results = {"runs": runs, "efficiency": efficiencies(runs), "skipped": skipped}
     params = {"workloads": list(workloads), "backends": list(backends), "ranks": list(ranks), "modes": list(modes),
               "data_kinds": list(data_kinds), "data": data or "written by `hpcgan data synth` per workload",
-              "batch": batch or "preset's train.batch_size", "iters": iters, "device": device,
+              "batch": batch or "preset's train.batch_size", "iters": iters, "device": device, "launcher": launcher,
               "cores": os.cpu_count(), "efficiency": "rate(N) / (N * rate(1))"}
     write_result(out, "scaling", params, results, env=env)
     log(f"wrote {out}")
@@ -266,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", default=",".join(map(str, ITERS)), help="warm-up steps, timed iterations, steps per iteration")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "scaling.json")
-    p.add_argument("--timeout", type=float, default=1200, help="seconds per mpirun")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per launch")
+    p.add_argument("--launcher", default="mpirun", choices=LAUNCHERS,
+                   help="how to start each rank count: mpirun, or srun inside a SLURM job (jobs/bench_scaling.sh)")
     p.add_argument("--summary", action="store_true", help="print the table of an existing --out file and exit")
     # worker-only
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -298,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_benchmark(_csv(args.workloads, WORKLOADS, "--workloads"), _csv(args.backends, BACKENDS, "--backends"), ranks,
                   _csv(args.modes, ("weak", "strong"), "--modes"),
                   _csv(args.data_kinds, ("synthetic", "real"), "--data-kinds"), args.data, args.batch, args.iters,
-                  args.device, args.out, args.timeout)
+                  args.device, args.out, args.timeout, args.launcher)
     print(summary(args.out))
     return 0
 
