@@ -264,10 +264,12 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
 def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step: int, log) -> dict:
     """Held-out metrics of the same samples at any rank count: each rank evaluates its share (uneven, maybe
     empty; reader.eval_batches), the workload's per-sample sums are added over ranks in one gather, and the
-    metrics come from the totals. Figures from rank 0's first batch."""
+    metrics come from the totals. Figures from rank 0's first batch, drawn after the gather while the others
+    wait in short polls (run_on_root): drawing before it kept them in the gather, a timed collective."""
     agree_on_buffers(tr)
     sums: dict[str, np.ndarray] = {}
     count = 0
+    shown = None  # rank 0's first batch, for the figures
     for i, batch in enumerate(reader.eval_batches(validation_samples(tr.cfg, reader.num_samples))):
         cond, real, valid = tr.prepare(batch)
         fake = tr.generate(cond)
@@ -276,8 +278,7 @@ def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step:
             sums[k] = sums.get(k, 0.0) + v
         count += len(real)
         if i == 0 and tr.backend.is_root and tr.cfg.train.figures:
-            tr.workload.write_figures(run.figures, f"epoch{epoch + 1:03d}", cond.cpu(), real.cpu(), fake.cpu(),
-                                      tb_writer=run.tensorboard(), step=step)
+            shown = (cond.cpu(), real.cpu(), fake.cpu())
     # Objects, not a tensor allreduce: a rank without samples has no metric names to contribute.
     totals: dict[str, np.ndarray] = {}
     total_count = 0
@@ -291,6 +292,10 @@ def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step:
     metrics = tr.workload.validation_finish(totals, total_count)
     run.log_metrics({"kind": "val", "step": step, "epoch": epoch + 1, **metrics}, step)
     log(f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if tr.cfg.train.figures:
+        tr.backend.run_on_root((lambda: tr.workload.write_figures(
+            run.figures, f"epoch{epoch + 1:03d}", *shown, tb_writer=run.tensorboard(), step=step))
+            if shown is not None else None)
     return metrics
 
 

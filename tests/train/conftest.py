@@ -1,6 +1,8 @@
 """Tiny CRF-shaped datasets and configs for trainer tests (16x16, a handful of channels' worth of work)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,13 @@ def write_crf(path, n: int, size: int = 16, seed: int = 0) -> str:
 TINY = ["workload=crf", "crf.size=16", "crf.widths=[8,16]", "crf.d_widths=[8,16]", "crf.d_scales=2",
         "crf.dropout=0.0", "crf.norm=instance", "crf.noise_channels=0", "crf.colour=rgb", "train.lr_scaling=none",
         "train.figures=false", "train.log_every=1", "data.shuffle_block=4", "seed=7"]
+
+
+# Rank 0's slow file work (slow_rank0_worker.py) against timeouts that jobs/env.sh sets to 120 s, scaled down:
+# 4 s against work that takes 8 s longer.
+SLOW_ROOT_WORKER = Path(__file__).parent / "slow_rank0_worker.py"
+SHORT_TIMEOUTS = {"HPCGAN_COLLECTIVE_TIMEOUT": "4", "HOROVOD_STALL_CHECK_TIME_SECONDS": "1",
+                  "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "4"}
 
 
 def tiny_config(tmp_path, data: str, *extra: str):
