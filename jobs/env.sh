@@ -168,23 +168,25 @@ trap 'HPCGAN_GOT_TERM=1; echo "hpcgan job: SIGTERM to the batch script: waiting 
 REQUEUE_MARKER=$HPCGAN_RUN_DIR/requeue-requested   # hpcgan.runtime.signals.REQUEUE_MARKER
 RUN_DIR_LOCK=$HPCGAN_RUN_DIR/job.lock
 hpcgan_finish() {
-    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0} state
+    local rc=$1 restarts=${SLURM_RESTART_COUNT:-0} job state reason
     if [ -e "$REQUEUE_MARKER" ]; then
         rm -f "$REQUEUE_MARKER"
         [ "$rc" -ne 0 ] && rc=$EXIT_REQUEUE
     fi
     if [ -n "$HPCGAN_GOT_TERM" ] && [ "$rc" -ne 0 ] && [ "$rc" -ne "$EXIT_REQUEUE" ]; then
         echo "hpcgan job: the step ended (exit $rc) on SIGTERM before a preemption checkpoint (srun kills" \
-             "its ranks when TERM reaches it too); the requeued job resumes from the last checkpoint" >&2
+             "its ranks when TERM reaches it too): a requeued job resumes from the last checkpoint" >&2
         rc=$EXIT_REQUEUE
     fi
     if [ "$rc" -eq "$EXIT_REQUEUE" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-        # scancel and the time limit end the job (CANCELLED, TIMEOUT), and SLURM would still requeue it
-        # from here: only a job that is still RUNNING was preempted.
-        state=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p')
-        if [ "$state" != RUNNING ]; then
-            echo "hpcgan job: job $SLURM_JOB_ID is ${state:-unknown to scontrol}, not requeueing; submit it" \
-                 "again under the same name (or HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR) to resume" >&2
+        # scontrol requeue also takes a job that scancel is ending (COMPLETING, Reason=None): that one the
+        # user meant to stop. At the time limit (Reason=TimeLimit) or on preemption the job goes on.
+        job=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null)
+        state=$(sed -n 's/^ *JobState=\([A-Z_]*\).*/\1/p' <<<"$job")
+        reason=$(sed -n 's/^ *JobState=[A-Z_]* Reason=\([^ ]*\).*/\1/p' <<<"$job")
+        if [ -n "$state" ] && [ "$state" != RUNNING ] && [ "$reason" = None ]; then
+            echo "hpcgan job: job $SLURM_JOB_ID was cancelled ($state), not requeueing; submit it again" \
+                 "under the same name (or HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR) to resume" >&2
         elif [ "$restarts" -lt "$HPCGAN_MAX_REQUEUES" ]; then
             echo "hpcgan job: preempted with a checkpoint in $HPCGAN_RUN_DIR; requeue $((restarts + 1))" \
                  "of at most $HPCGAN_MAX_REQUEUES ($(date -Is))" >&2
