@@ -25,7 +25,7 @@ def test_synth_stats_inspect_validate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "inspect", str(out), "--plot", str(tmp_path / "s.png")]) == 0
     text = capsys.readouterr().out
-    for piece in ("workload 'crf'", "chunks (1, 44, 8, 12)", "RH_200", "reflectance_443", "provenance", "meta/tau"):
+    for piece in ("workload 'crf'", "chunks (3, 44, 8, 12)", "RH_200", "reflectance_443", "provenance", "meta/tau"):
         assert piece in text
     assert (tmp_path / "s.png").stat().st_size > 1000
     assert main(["data", "validate", str(out)]) == 0

@@ -55,7 +55,7 @@ def test_round_trip_and_nan_policy(tmp_path):
     with h5py.File(out, "r") as f:
         x, y = f["inputs"][:], f["targets"][:]
         valid, filled = f["meta/valid"][:], f["meta/filled"][:]
-        assert f["inputs"].chunks == (1, 44, H, W)
+        assert f["inputs"].chunks == (3, 44, H, W)  # small fields: whole samples grouped (3 candidate scenes)
     assert x.shape == (2, 44, H, W) and y.shape == (2, 3, H, W)
     x0, y0 = truth[stem0]
     np.testing.assert_allclose(x[0], x0, rtol=1e-6)

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcgan.data.format import FORMAT_VERSION, ChannelStats, DatasetWriter, read_attrs, validate
+from hpcgan.data.format import FORMAT_VERSION, ChannelStats, DatasetWriter, read_attrs, sample_chunk_rows, validate
 from hpcgan.errors import UserError
 
 
@@ -33,7 +33,7 @@ def test_roundtrip_layout_and_stats(tmp_path):
     np.testing.assert_array_equal(a["input_stats"]["min"], flat.min(1))
     np.testing.assert_array_equal(a["target_stats"]["max"], y.transpose(1, 0, 2, 3).reshape(3, -1).max(1))
     with h5py.File(p, "r") as f:
-        assert f["inputs"].chunks == (1, 4, 5, 3) and f["targets"].chunks == (1, 3, 5, 3)
+        assert f["inputs"].chunks == (30, 4, 5, 3) and f["targets"].chunks == (30, 3, 5, 3)  # small: grouped
         np.testing.assert_array_equal(f["inputs"][:], x)
         np.testing.assert_array_equal(f["meta/m"][:], meta)
         assert json.loads(f.attrs["provenance"]) == {"seed": 3}
@@ -87,13 +87,30 @@ def test_writer_rejects_bad_blocks(tmp_path):
     assert read_attrs(tmp_path / "g.h5")["n"] == 3  # exact=False: shrunk to what was written
 
 
+def test_chunks_hold_whole_samples_of_about_64_kib(tmp_path):
+    """A million one-sample chunks cost GBs of HDF5 bookkeeping per reader: small samples are grouped,
+    an image larger than 64 KiB stays one sample per chunk (no rank reads a neighbour's pixels)."""
+    assert sample_chunk_rows((5,), np.float32) == 3276 and sample_chunk_rows((44, 256, 256), np.float32) == 1
+    assert sample_chunk_rows((3, 64, 64), np.float16) == 2 and sample_chunk_rows((1, 128, 128), np.float32) == 1
+    rng = np.random.default_rng(1)
+    x, y = rng.random((5000, 5)).astype(np.float32), rng.random((5000, 3, 2048)).astype(np.float32)
+    p = tmp_path / "c.h5"
+    _write(p, x, y, block=999)
+    validate(p)
+    with h5py.File(p, "r") as f:
+        assert f["inputs"].chunks == (3276, 5) and f["targets"].chunks == (2, 3, 2048)
+        np.testing.assert_array_equal(f["inputs"][:], x)
+        np.testing.assert_array_equal(f["targets"][4321:4400], y[4321:4400])
+
+
 @pytest.mark.parametrize("case,message", [
     ("version", "format version 99 not supported"),
     ("no_version", "attribute 'format_version' missing"),
     ("missing", "dataset 'targets' missing"),
     ("rank", "dataset 'inputs' has rank 1"),
     ("count", "dataset 'targets' has 5 samples but dataset 'inputs' has 6"),
-    ("chunks", "expected one sample per chunk"),
+    ("chunks", "expected whole samples per chunk"),
+    ("big_chunks", "expected at most 1048576"),
     ("nan", "dataset 'targets' sample 4: non-finite value"),
     ("stats", "per-channel statistics missing"),
 ])
@@ -115,7 +132,10 @@ def test_validate_names_the_problem(tmp_path, case, message):
             f["targets"] = np.ones((5, 1, 3), np.float32)
         elif case == "chunks":
             del f["inputs"]
-            f.create_dataset("inputs", data=np.ones((6, 2, 3), np.float32), chunks=(3, 2, 3))
+            f.create_dataset("inputs", data=np.ones((6, 2, 3), np.float32), chunks=(3, 1, 3))
+        elif case == "big_chunks":  # 3 samples of 400 KB in one chunk: the reader would read 1.2 MB per sample
+            del f["inputs"]
+            f.create_dataset("inputs", data=np.ones((6, 2, 50000), np.float32), chunks=(3, 2, 50000))
         elif case == "nan":
             f["targets"][4, 0, 1] = np.inf
         elif case == "stats":
