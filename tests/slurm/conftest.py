@@ -46,7 +46,8 @@ def slurm() -> Cluster:
     print(f"slurm cluster: {msg}", file=sys.stderr)
     workdir = TESTDIR / time.strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
-    for old in sorted(p for p in TESTDIR.iterdir() if p != workdir)[:-2]:  # keep the last few for debugging
+    # Old work directories go after a day: a younger one may belong to a session that is still running.
+    for old in (p for p in TESTDIR.iterdir() if p != workdir and time.time() - p.stat().st_mtime > 86400):
         shutil.rmtree(old, ignore_errors=True)
     try:
         yield Cluster(workdir)
