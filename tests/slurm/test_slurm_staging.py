@@ -63,6 +63,6 @@ def test_two_nodes_stage_once_per_node_train_and_clean_up(slurm: Cluster, tiny_d
     for node in ("n1", "n2"):
         assert node in seen, f"no staged copy seen in {tmpfs.replace('%n', node)}; log:\n{log}"
         (files,) = seen[node].values()
-        assert [f.split("-", 1)[1] for f in files] == ["tiny-train.h5", "tiny-val.h5"], seen
+        assert sorted(f.split("-", 1)[1] for f in files) == ["tiny-train.h5", "tiny-val.h5"], seen
         assert _staged(tmpfs, node) == {}, f"left behind on {node}: {_staged(tmpfs, node)}"
     assert final_weights(run_dir)["global_step"] == 24
