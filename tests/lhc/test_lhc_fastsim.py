@@ -60,6 +60,19 @@ def test_workload_round_trip_shapes_gradients(data):
     assert (out[out[:, 5] == 0, :5] == 0).all()
     v = w.validation_metrics(cond, real, real)
     assert v["eff_real"] == v["eff_gan"] and v["spread_ratio_qpt"] == pytest.approx(1.0)
+    # The trainer sums over ranks' uneven shares: the same metrics as one pass. A generator that loses every
+    # track (the collapse of the 15-epoch run) shows as eff_gan 0 in the validation log.
+    lost = real.clone()
+    lost[:, 6] = 0.0
+    n = len(cond)
+    totals: dict = {}
+    for a, b in ((0, 1), (1, n // 3), (n // 3, n)):
+        for k, x in w.validation_sums(cond[a:b], real[a:b], lost[a:b]).items():
+            totals[k] = totals.get(k, 0.0) + x
+    split, whole = w.validation_finish(totals, n), w.validation_metrics(cond, real, lost)
+    assert split.keys() == whole.keys() and whole["eff_gan"] == 0.0 and whole["eff_real"] > 0.5
+    for k in whole:
+        assert split[k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12), k
 
 
 def test_evaluate_and_dataset_checks(data, tmp_path):

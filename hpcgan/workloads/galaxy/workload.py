@@ -18,7 +18,7 @@ from hpcgan.data.galaxy_degrade import BANDS, KINDS, meta_spec
 from hpcgan.errors import UserError
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
 from hpcgan.workloads.galaxy import failures, figures, restore
-from hpcgan.workloads.registry import Workload, register
+from hpcgan.workloads.registry import Workload, batch_sum, register
 
 EVAL_JSON = "galaxy_evaluation.json"
 EVAL_TABLE = "galaxy_evaluation.md"
@@ -59,11 +59,11 @@ class GalaxyWorkload(Workload):
         return soft * torch.sinh(fake.float() * norm)
 
     # Metrics during training.
-    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """Model-space L1/MSE and PSNR (data range 1, mean over stamps; the evaluation's definition)."""
-        mse = ((fake.float() - real.float()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        return {"l1": (fake - real).abs().mean().item(), "mse": mse.mean().item(),
-                "psnr": (-10.0 * torch.log10(mse)).mean().item()}
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+        """Model-space L1/MSE and PSNR (data range 1, per stamp; the evaluation's definition), summed over
+        stamps so that any split over ranks gives the metrics of one pass."""
+        mse = ((fake.detach().double() - real.detach().double()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        return {**super().validation_sums(cond, real, fake), "psnr": batch_sum(-10.0 * torch.log10(mse))}
 
     def write_figures(self, out_dir: Path, tag: str, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                       tb_writer=None, step: int = 0) -> None:

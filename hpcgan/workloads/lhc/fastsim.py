@@ -108,18 +108,34 @@ class LHCFastSimWorkload(Workload):
         found = (fake[:, 6:7].float() > 0.5).float()
         return torch.cat([space.params_to_data(fake[:, :6].float()) * found, found], dim=1)
 
-    def validation_metrics(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        """Efficiency of both, and the spread of asinh(residual / nominal resolution), GAN / full chain."""
-        truth = space.params_to_data(cond.float())
-        out = {"eff_real": real[:, 6].float().mean().item(), "eff_gan": fake[:, 6].float().mean().item()}
-        spreads = []
-        for t in (real, fake):
-            d = self.to_data_units(t)
+    SPREAD_NAMES = ("qpt", "phi0", "eta", "d0", "z0")
+
+    def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, np.ndarray]:
+        """Found counts of both (the efficiency) and, over found tracks, the moments of asinh(residual /
+        nominal resolution): sums, so that any split over ranks gives the metrics of one pass."""
+        truth = space.params_to_data(cond.detach().float())
+        sums = dict(super().validation_sums(cond, real, fake))
+        for tag, t in (("real", real), ("gan", fake)):
+            d = self.to_data_units(t.detach())
             ok = d[:, 5] > 0.5
             r = torch.from_numpy(metrics.residuals(truth[ok].cpu().numpy(), d[ok].cpu().numpy()))
-            spreads.append(torch.asinh(r / space.resolution_scale(truth[ok].cpu().double())).std(dim=0))
-        for k, name in enumerate(("qpt", "phi0", "eta", "d0", "z0")):
-            out[f"spread_ratio_{name}"] = (spreads[1][k] / spreads[0][k].clamp(min=1e-12)).item()
+            z = torch.asinh(r / space.resolution_scale(truth[ok].cpu().double()))
+            sums[f"found_{tag}"] = np.float64(ok.sum().item())
+            sums[f"z1_{tag}"], sums[f"z2_{tag}"] = z.sum(0).numpy(), z.pow(2).sum(0).numpy()
+        return sums
+
+    def validation_finish(self, sums: dict[str, np.ndarray], count: int) -> dict[str, float]:
+        """Efficiency of both, and the spread of asinh(residual / nominal resolution), GAN / full chain:
+        a collapse of the efficiency or of the resolution shows in the validation log."""
+        out = {k: float(sums[k]) / count for k in ("l1", "mse")}
+        out["eff_real"], out["eff_gan"] = float(sums["found_real"]) / count, float(sums["found_gan"]) / count
+        spread = {}
+        for tag in ("real", "gan"):
+            n = max(float(sums[f"found_{tag}"]), 1.0)
+            mean = np.asarray(sums[f"z1_{tag}"]) / n
+            spread[tag] = np.sqrt(np.maximum(np.asarray(sums[f"z2_{tag}"]) / n - mean ** 2, 0.0))
+        for k, name in enumerate(self.SPREAD_NAMES):  # 0 when the GAN finds no track
+            out[f"spread_ratio_{name}"] = float(spread["gan"][k] / max(spread["real"][k], 1e-12))
         return out
 
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
