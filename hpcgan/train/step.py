@@ -1,7 +1,8 @@
 """One GAN optimisation step, backend-agnostic: the unit both the trainer and the benchmarks time.
 
 Order per micro-batch (pix2pixHD's): fake = G(cond) once; G phase with D
-frozen (adversarial + matching loss, backward into G only); D phase on
+frozen (adversarial + matching loss, plus the workload's likelihood_loss if any,
+backward into G only); D phase on
 fake.detach(). After all micro-batches the trainer checks losses and
 gradients for NaN/Inf on every rank (nonfinite_flags, agreed in its control
 allreduce); then both phases' gradients are averaged over ranks explicitly,
@@ -120,6 +121,10 @@ class Training:
             # G phase: D frozen, so G's backward through D leaves D's gradients untouched.
             with frozen(self.D), self.autocast():
                 g_loss, g_stats = self.loss.g_loss(self.D, cond, real, fake, valid)
+                nll = self.workload.likelihood_loss(self.G, cond, real)
+                if nll is not None:
+                    g_loss = g_loss + nll
+                    g_stats.update(g_nll=nll.detach(), g_loss=g_loss.detach())
             self.backward(g_loss, scale)
             # D phase on the same fakes, detached.
             if self.loss.adversarial:

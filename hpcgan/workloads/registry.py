@@ -46,6 +46,13 @@ class Workload(ABC):
     def to_data_units(self, fake: torch.Tensor) -> torch.Tensor:
         """Generated model-space tensor -> target in file units (for `hpcgan generate`)."""
 
+    def likelihood_loss(self, G: nn.Module, cond: torch.Tensor, real: torch.Tensor) -> torch.Tensor | None:
+        """A term of the generator's loss fitted by maximum likelihood, beside the adversarial one (None: none).
+
+        For a part of G's output that the data determine better than a discriminator can, e.g. the fast
+        simulation's track-finding efficiency, a Bernoulli probability per particle."""
+        return None
+
     def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                         valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Sums over the batch's samples of additive statistics (float64 scalars or arrays). The trainer adds

@@ -52,10 +52,18 @@ def test_workload_round_trip_shapes_gradients(data):
     torch.manual_seed(0)
     a, b = G(cond[:64]), G(cond[:64])
     assert a.shape == (64, 7) and not torch.equal(a, b)
-    assert set(a[:, 6].detach().unique().tolist()) <= {0.0, 1.0}  # hard flag forward, soft gradient
+    assert set(a[:, 6].detach().unique().tolist()) <= {0.0, 1.0}
+    # The adversarial loss reaches the residuals only; the efficiency learns from the likelihood only (a
+    # generator that could lose tracks to hide their residuals from D collapsed to efficiency 0.001).
     D(cond[:64], a)[0].mean().backward()
     for name, p in G.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        adversarial = not name.startswith("efficiency.")
+        assert (p.grad is not None) == adversarial, name
+        assert not adversarial or torch.isfinite(p.grad).all(), name
+    G.zero_grad(set_to_none=True)
+    w.likelihood_loss(G, cond[:64], real[:64]).backward()
+    assert {n for n, p in G.named_parameters() if p.grad is not None} == {n for n, _ in G.named_parameters()
+                                                                         if n.startswith("efficiency.")}
     out = w.to_data_units(a.detach()).numpy()
     assert (out[out[:, 5] == 0, :5] == 0).all()
     v = w.validation_metrics(cond, real, real)
@@ -73,6 +81,32 @@ def test_workload_round_trip_shapes_gradients(data):
     assert split.keys() == whole.keys() and whole["eff_gan"] == 0.0 and whole["eff_real"] > 0.5
     for k in whole:
         assert split[k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12), k
+
+
+def test_efficiency_is_fitted_by_likelihood(data):
+    """A few hundred steps of likelihood_loss alone give the full chain's efficiency per |eta| bin: ~1 in
+    the barrel, falling beyond |eta| 1.7, within the binomial noise of 2048 tracks."""
+    truth, reco, _ = data
+    w = get_workload(load_config("lhc-fastsim-small"))
+    cond, real = w.prepare(torch.from_numpy(truth), torch.from_numpy(reco), torch.device("cpu"))
+    torch.manual_seed(0)
+    G = w.build_generator()
+    opt = torch.optim.Adam(G.efficiency.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        opt.zero_grad()
+        loss = w.likelihood_loss(G, cond, real)
+        first = loss.item() if first is None else first
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    with torch.no_grad():
+        found = torch.stack([G(cond)[:, 6] for _ in range(8)]).mean(0).numpy()
+    aeta, ref = np.abs(truth[:, 2]), reco[:, 5]
+    for lo, hi in ((0.0, 1.0), (1.0, 1.6), (1.8, 3.0)):
+        sel = (aeta >= lo) & (aeta < hi)
+        assert sel.sum() > 100
+        assert abs(found[sel].mean() - ref[sel].mean()) < 0.06, (lo, hi, found[sel].mean(), ref[sel].mean())
 
 
 def test_evaluate_and_dataset_checks(data, tmp_path):

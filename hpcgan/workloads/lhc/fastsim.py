@@ -8,15 +8,21 @@ through propagation, scattering, smearing and a fit (Musella and Pandolfi 2018 u
 
 Model space (space.py): cond (N, 6) = the true parameters as space.params_to_model; track (N, 7) =
 the reconstructed parameters the same way (those of a lost track are zeros in file units), then found.
-Generator: an MLP (the `lhc` workload's residual blocks) on the true q/pT, |q/pT|, eta, d0, z0 and
-noise -> five residuals in units of the nominal resolution space.resolution_scale and a logit of
-the probability to find the track; reco = truth + residual x scale. The barrel is symmetric in
-azimuth, so phi0 enters only through the residual. `found` is a Bernoulli draw with that
-probability, exactly 0/1 in the forward pass with the probability's gradient (straight through),
-so the discriminator never sees a soft flag that real data lacks.
+Generator, two parts with two losses:
+- the efficiency: an MLP on the true q/pT, |q/pT|, eta, d0, z0 (no noise) -> the logit of the
+  probability to find the track, fitted by maximum likelihood to the full chain's found flags
+  (`likelihood_loss`, a binary cross-entropy). `found` is a Bernoulli draw with that probability,
+  exactly 0/1 and without gradient: the discriminator sees no soft flag, and the adversarial loss
+  cannot move the efficiency. When it could (a straight-through draw, until 2026-11-30), the
+  generator learnt to declare tracks lost, whose residuals the discriminator does not see: the
+  15-epoch run collapsed to an efficiency of 0.001.
+- the resolution: residual blocks on the same features and noise -> five residuals in units of
+  the nominal resolution space.resolution_scale; reco = truth + residual x scale, trained by the
+  adversarial loss alone. The barrel is symmetric in azimuth, so phi0 enters only through the
+  residual.
 Discriminator: an MLP on the same truth features, found, and found x asinh(residual / scale).
-Train with the adversarial loss only (loss.lambda_match: 0): an L1 to one sampled reconstruction
-would pull every track to the conditional median and remove the resolution the GAN is for.
+No L1 term (loss.lambda_match: 0): an L1 to one sampled reconstruction would pull every track to
+the conditional median and remove the resolution the GAN is for.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from hpcgan.errors import UserError
 from hpcgan.workloads.lhc import evaluate as ev
@@ -46,23 +53,29 @@ def truth_features(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FastSimGenerator(nn.Module):
-    """G(cond) -> (N, 7) reconstructed track and found flag in model space; noise drawn inside."""
+    """G(cond) -> (N, 7) reconstructed track and found flag in model space; noise and the draw inside."""
 
     def __init__(self, noise_dim: int = 16, hidden: int = 256, blocks: int = 4):
         super().__init__()
         self.noise_dim = noise_dim
         self.inp = nn.Linear(N_TRUTH_FEATURES + noise_dim, hidden)
         self.blocks = nn.Sequential(*[ResBlock(hidden) for _ in range(blocks)])
-        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 6))
+        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 5))
+        width = max(hidden // 4, 16)  # a smooth function of 5 numbers: a small MLP is plenty
+        self.efficiency = nn.Sequential(nn.Linear(N_TRUTH_FEATURES, width), nn.SiLU(), nn.Linear(width, width),
+                                        nn.SiLU(), nn.Linear(width, 1))
+
+    def found_logit(self, cond: torch.Tensor) -> torch.Tensor:
+        """(N, 1) logit of the probability that the full chain finds this particle's track."""
+        return self.efficiency(truth_features(cond)[1]).float()
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         truth, feats = truth_features(cond)
         noise = torch.randn(len(cond), self.noise_dim, device=cond.device, dtype=feats.dtype)
         out = self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
-        reco = truth + out[:, :5] * space.resolution_scale(truth)
-        prob = torch.sigmoid(out[:, 5:])
-        draw = torch.rand(prob.shape, device=prob.device, dtype=prob.dtype)
-        found = (draw < prob).float() + (prob - prob.detach())  # a Bernoulli(prob) draw, prob's gradient
+        reco = truth + out * space.resolution_scale(truth)
+        prob = torch.sigmoid(self.found_logit(cond)).detach()  # fitted by likelihood_loss, not by D
+        found = (torch.rand(prob.shape, device=prob.device, dtype=prob.dtype) < prob).float()
         lost = space.params_to_model(torch.zeros_like(reco))
         return torch.cat([found * space.params_to_model(reco) + (1 - found) * lost, found], dim=1)
 
@@ -97,6 +110,11 @@ class LHCFastSimWorkload(Workload):
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
         return FastSimDiscriminator(c.d_hidden, c.d_blocks)
+
+    def likelihood_loss(self, G: nn.Module, cond: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The efficiency's negative log-likelihood: binary cross-entropy of G's found probability against
+        the full chain's found flags (real[:, 6])."""
+        return F.binary_cross_entropy_with_logits(G.found_logit(cond), real[:, 6:7].float())
 
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""
