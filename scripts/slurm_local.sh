@@ -108,6 +108,8 @@ SlurmdSpoolDir=$STATE/spool/%n
 # Per-node temporary directory: Slurm's PMIx plugin puts each step's spmix_appdir_* here, and nodes that
 # share one host must not share it (they would collide on the same job.step name).
 TmpFS=$STATE/tmp/%n
+# ... and neither Open MPI's per-host files (write_task_prolog).
+TaskProlog=$STATE/task_prolog.sh
 SlurmctldPidFile=$STATE/pids/slurmctld
 SlurmdPidFile=$STATE/pids/slurmd-%n
 SlurmctldLogFile=$STATE/log/slurmctld.log
@@ -117,6 +119,7 @@ SlurmdPort=6818
 NodeName=c1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17000 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=local Nodes=c1 Default=YES MaxTime=INFINITE State=UP
 EOF
+    write_task_prolog
     if [ "$nodes" = 2 ]; then
         cat >> "$CONF" <<EOF
 NodeName=n1 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001 CPUs=1 RealMemory=$((mem / 2)) State=UNKNOWN
@@ -124,6 +127,24 @@ NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17002 CPUs=1 RealMemory=$
 PartitionName=multi Nodes=n1,n2 Default=NO MaxTime=INFINITE State=UP
 EOF
     fi
+}
+
+# Every task gets its node's own directory for Open MPI's session directory (default /tmp/ompi.HOST.UID/...)
+# and shared-memory segments (default /dev/shm/vader_segment.HOST.UID.JOBID.LOCALRANK). Both are named
+# by host name and Open MPI job id; the fake nodes share one host name, and under srun every step of a
+# two-node job had the same Open MPI job id (67cf0001, seen in /dev/shm), so without this the two ranks of
+# a two-node step, each local rank 0, would create and remove the same files. Real nodes never share them.
+write_task_prolog() {
+    cat > "$STATE/task_prolog.sh" <<EOF
+#!/bin/sh
+# written by hpcgan scripts/slurm_local.sh: Slurm's TaskProlog, run on the node before each task;
+# its "export" lines go into the task's environment.
+d="$STATE/tmp/\$SLURMD_NODENAME/ompi"
+mkdir -p "\$d" 2>/dev/null && chmod 1777 "\$d" 2>/dev/null
+echo "export OMPI_MCA_orte_tmpdir_base=\$d"
+echo "export OMPI_MCA_btl_vader_backing_directory=\$d"
+EOF
+    chmod 755 "$STATE/task_prolog.sh"
 }
 
 # Node names resolve to this host, so tools that read SLURM_JOB_NODELIST (torch.distributed's rendezvous) work.

@@ -10,6 +10,7 @@ waiting in a collective the job is aborted so nothing hangs.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import sys
 import traceback
@@ -51,6 +52,7 @@ def _is_root(backend) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _whole_lines()
+    faulthandler.enable()  # a crash in native code (MPI, HDF5, a CUDA library) still prints the Python stack
     parser = build_parser()
     # Overrides (key=value) may stand anywhere among the options; argparse alone only takes one run of them.
     args, extra = parser.parse_known_args(argv)

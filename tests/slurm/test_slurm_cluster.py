@@ -32,3 +32,20 @@ def test_info_on_one_node_and_on_two_nodes(slurm: Cluster) -> None:
     assert r2 == {0: ("0", "2", "0", "1", "0", "2", "slurm", "horovod"),
                   1: ("1", "2", "0", "1", "1", "2", "slurm", "horovod")}, two.log()
     assert "summary: 2 rank(s) on 2 node(s)" in two.log()
+
+
+@pytest.mark.timeout(120)
+def test_nodes_sharing_this_host_do_not_share_open_mpi_files(slurm: Cluster) -> None:
+    """n1 and n2 are one host: each task gets its node's own Open MPI session and shared-memory directory
+    (scripts/slurm_local.sh, TaskProlog), as separate machines would have. Two-node steps shared
+    /dev/shm/vader_segment.<host>.<uid>.<jobid>.0 before, and one crashed in MPI init (segfault, CI 2026-11-30)."""
+    probe = slurm.workdir / "ompi_dirs.sh"
+    probe.write_text('#!/bin/bash\nsrun --mpi=pmix sh -c \'echo "task $SLURMD_NODENAME '
+                     '$OMPI_MCA_orte_tmpdir_base $OMPI_MCA_btl_vader_backing_directory"\'\n')
+    job = slurm.sbatch(probe, sbatch_args=("-p", "multi", "-N", "2", "--ntasks-per-node=1", "-o", "ompi-dirs-%j.out"))
+    slurm.wait(job, timeout=100)
+    assert job.state == "COMPLETED", job.log()
+    dirs = {line.split()[1]: line.split()[2:] for line in job.log().splitlines() if line.startswith("task ")}
+    assert sorted(dirs) == ["n1", "n2"], job.log()
+    for node, (session, shm) in dirs.items():
+        assert session == shm and session.endswith(f"/tmp/{node}/ompi"), job.log()
