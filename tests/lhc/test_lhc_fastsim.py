@@ -155,3 +155,14 @@ def test_rate_benchmark_times_the_whole_chain(tmp_path):
     res = read_result(out, "lhc_rate")
     methods = {r["method"] for r in res["results"]}
     assert {"chain-per-track", "chain-numpy", "gan-cpu"} <= methods and res["params"]["workload"] == "lhc-fastsim"
+
+
+def test_minibatch_std_is_the_spread_of_each_group():
+    """Groups of 4 consecutive tracks, a short last group on its own; a collapsed batch has spread 0."""
+    x = torch.randn(10, 5, dtype=torch.float64)
+    s = fastsim.minibatch_std(x, 4)
+    want = np.concatenate([np.repeat(x[a:b].numpy().std(axis=0, keepdims=True), b - a, axis=0)
+                           for a, b in ((0, 4), (4, 8), (8, 10))])
+    assert s.shape == x.shape and np.allclose(s.numpy(), want)
+    assert fastsim.minibatch_std(x[:1], 4).abs().max() == 0
+    assert fastsim.minibatch_std(x[:3].mean(0, keepdim=True).expand(8, -1), 4).abs().max() == 0
