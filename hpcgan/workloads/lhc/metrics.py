@@ -327,7 +327,7 @@ def plot(m: dict, path) -> None:
                 ax.errorbar(x, y, e, marker="o", ms=3, color=color, label=f"|eta| {elo:g}-{ehi:g}")
         ax.axhline(1.0, color="tab:blue", lw=0.8)
         ax.set(xscale="log", xlabel="true pT [GeV]", ylabel="68 % width GAN / reference", title=f"resolution of {name}")
-        if k == 0:
+        if k == 0 and ax.get_legend_handles_labels()[0]:  # no found track in any bin: nothing to label
             ax.legend(fontsize=7)
     ax = axes.flat[5]
     for (elo, ehi), color in zip(etas, colors):
