@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +71,14 @@ def test_help_and_usage_errors(run_single, hpcgan):
     assert job.returncode == 0 and re.search(r"^\s+info\s", job.stdout, re.M), job.describe()
     job = run_single(hpcgan + ["info", "--backend", "mpi"], timeout=60)
     assert job.returncode == 2 and "invalid choice: 'mpi'" in job.stderr, job.describe()
+
+
+@pytest.mark.timeout(60)
+def test_a_native_crash_prints_the_python_stack(tmp_path):
+    """A segfault inside native code (as in MPI init under srun, CI 2026-11-30) shows where Python was, on
+    descriptor 2 even when sys.stderr is replaced."""
+    code = ("import io, sys, ctypes\nfrom hpcgan.cli import main as m\nsys.stderr = io.StringIO()\n"
+            "m._crash_tracebacks()\n\ndef native_call():\n    ctypes.string_at(0)\n\nnative_call()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert p.returncode == -11, (p.returncode, p.stderr)
+    assert "Segmentation fault" in p.stderr and "in native_call" in p.stderr, p.stderr

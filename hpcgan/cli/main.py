@@ -52,7 +52,7 @@ def _is_root(backend) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _whole_lines()
-    faulthandler.enable()  # a crash in native code (MPI, HDF5, a CUDA library) still prints the Python stack
+    _crash_tracebacks()
     parser = build_parser()
     # Overrides (key=value) may stand anywhere among the options; argparse alone only takes one run of them.
     args, extra = parser.parse_known_args(argv)
@@ -62,6 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_guarded(lambda: _checked_torch() or args.func(args))
+
+
+def _crash_tracebacks() -> None:
+    """A crash in native code (MPI, HDF5, a CUDA library) still prints the Python stack, to the process's
+    own stderr (file descriptor 2) even when sys.stderr was replaced (tests capture it in a StringIO)."""
+    stream = sys.__stderr__
+    try:
+        if stream is not None:
+            faulthandler.enable(file=stream)
+    except (OSError, ValueError, RuntimeError):  # no usable descriptor 2: nowhere to write a crash to
+        pass
 
 
 def _checked_torch() -> None:
