@@ -131,9 +131,9 @@ EOF
 
 # Every task gets its node's own directory for Open MPI's session directory (default /tmp/ompi.HOST.UID/...)
 # and shared-memory segments (default /dev/shm/vader_segment.HOST.UID.JOBID.LOCALRANK). Both are named
-# by host name and Open MPI job id; the fake nodes share one host name, and under srun every step of a
-# two-node job had the same Open MPI job id (67cf0001, seen in /dev/shm), so without this the two ranks of
-# a two-node step, each local rank 0, would create and remove the same files. Real nodes never share them.
+# by host name, job id and local rank; the fake nodes share one host name, /tmp and /dev/shm, so the two
+# ranks of a two-node step (same job, each local rank 0) would create and remove the same files. Real
+# nodes never share them.
 write_task_prolog() {
     cat > "$STATE/task_prolog.sh" <<EOF
 #!/bin/sh

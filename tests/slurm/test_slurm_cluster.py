@@ -37,8 +37,9 @@ def test_info_on_one_node_and_on_two_nodes(slurm: Cluster) -> None:
 @pytest.mark.timeout(120)
 def test_nodes_sharing_this_host_do_not_share_open_mpi_files(slurm: Cluster) -> None:
     """n1 and n2 are one host: each task gets its node's own Open MPI session and shared-memory directory
-    (scripts/slurm_local.sh, TaskProlog), as separate machines would have. Two-node steps shared
-    /dev/shm/vader_segment.<host>.<uid>.<jobid>.0 before, and one crashed in MPI init (segfault, CI 2026-11-30)."""
+    (scripts/slurm_local.sh, TaskProlog), as separate machines would have. Without it both ranks of a
+    two-node step (same host name, job id, local rank 0) name the same /dev/shm/vader_segment file; a
+    two-node step crashed once in MPI init (segfault, CI 2026-11-30), likely from that."""
     probe = slurm.workdir / "ompi_dirs.sh"
     probe.write_text('#!/bin/bash\nsrun --mpi=pmix sh -c \'echo "task $SLURMD_NODENAME '
                      '$OMPI_MCA_orte_tmpdir_base $OMPI_MCA_btl_vader_backing_directory"\'\n')
