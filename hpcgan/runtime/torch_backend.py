@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 
@@ -124,3 +125,6 @@ class TorchBackend(Backend):
     def shutdown(self):
         if dist.is_initialized():
             dist.destroy_process_group()
+        # Drop the last Python references to tensors gloo's worker threads may still hold, here on the main
+        # thread: a worker releasing one while the interpreter finalizes aborts the process (seen 1 in 12).
+        gc.collect()
