@@ -1,7 +1,7 @@
 """CRF science check: does the GAN loss keep the fine cloud texture that an L1-only regressor blurs away?
 
 End to end through the CLI, on synthetic CRF data whose small-scale texture the
-inputs do not determine (hpcgan/data/synth_crf.py):
+inputs do not determine (hpcgan/workloads/crf/synth.py):
 
   1. hpcgan data synth crf  (train and held-out sets, if not there yet)
   2. hpcgan train --config crf-small            (GAN: LSGAN over 3 scales + lambda * L1)

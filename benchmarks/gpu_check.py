@@ -2,7 +2,7 @@
 
 For a single-GPU machine with a stock torch, h5py and mpi4py (no Horovod, no network), in a few minutes:
 - both workloads train `--steps` steps (LHC) / `--crf-steps` (CRF) on synthetic data from
-  hpcgan.data.synth_* in fp32, bf16 and fp16 (with the gradient scaler), CRF also NCHW and torch.compile;
+  the workloads' synthetic generators in fp32, bf16 and fp16 (with the gradient scaler), CRF also NCHW and torch.compile;
   the last step's losses and all weights must be finite;
 - train samples/s from those steps (Training.step: the trainer's unit) and generation samples/s;
 - CRF at the preset's 256x256 against a reference-style step (fp32, eager, NCHW, batch 6, as
@@ -59,11 +59,11 @@ def variants(workload: str, device: str, batch: int) -> list[dict]:
 def sample_pool(workload: str, cfg, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n synthetic samples in file units (CRF inputs standardised per channel, as the reader does)."""
     if workload == "lhc":
-        from hpcgan.data import synth_lhc
+        from hpcgan.workloads.lhc import synth as synth_lhc
 
         parts = list(synth_lhc.generate(0, n, seed, layers=cfg.lhc.n_layers))
     else:
-        from hpcgan.data import synth_crf
+        from hpcgan.workloads.crf import synth as synth_crf
 
         parts = list(synth_crf.generate(0, n, seed, size=(cfg.crf.size, cfg.crf.size)))
     x = np.concatenate([p[0] for p in parts]).astype(np.float32)

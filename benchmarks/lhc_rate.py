@@ -6,13 +6,13 @@ config (or checkpoint) picks what "conventional" is. Measured per batch size:
   gan-cpu          inputs (file units) -> model space -> G -> tracks in file units, torch on the CPU
   gan-cuda         the same on the GPU when torch.cuda.is_available() (host->device copy included)
 workload lhc (hits -> fitted track): the conventional method is the fit alone
-  fit-numpy        hpcgan.data.helix.fit_tracks on the batch (vectorised numpy)
-  fit-per-track    hpcgan.data.helix.fit_track in a Python loop, as a conventional per-track code runs
+  fit-numpy        hpcgan.workloads.lhc.helix.fit_tracks on the batch (vectorised numpy)
+  fit-per-track    hpcgan.workloads.lhc.helix.fit_track in a Python loop, as a conventional per-track code runs
                    (batch size does not matter; measured on --loop-tracks tracks)
 workload lhc-fastsim (true particle -> reconstructed track): the whole chain, simulation plus fit
   chain-numpy      synth_lhc.propagate (scattering, smearing, inefficiency) + helix.fit_tracks on the batch
   chain-per-track  the same one particle at a time: propagate on one particle, then helix.fit_track
-Inputs come from the synthetic tracker (hpcgan.data.synth_lhc). The generator is untrained unless
+Inputs come from the synthetic tracker (hpcgan.workloads.lhc.synth). The generator is untrained unless
 --checkpoint is given (the rate does not depend on the weights). Protocol: warm-up, then repeated timed
 passes (benchmarks/common.py); the median rate is reported. JSON: results/lhc_rate.json.
 
@@ -33,7 +33,7 @@ import torch
 
 from benchmarks.common import DEFAULT_RESULTS, Stats, environment, log, rate_stats, time_batches, write_result
 from hpcgan.config import load_config
-from hpcgan.data import helix, synth_lhc, synth_lhc_fastsim
+from hpcgan.workloads.lhc import helix, synth as synth_lhc, synth_fastsim as synth_lhc_fastsim
 from hpcgan.workloads import get_workload
 
 

@@ -50,9 +50,9 @@ def sample_shapes(cfg) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if cfg.workload == "crf":
         c = cfg.crf
         return (c.in_channels, c.size, c.size), (c.out_channels, c.size, c.size)
-    import importlib
+    from hpcgan.workloads.registry import generator
 
-    synth = importlib.import_module(f"hpcgan.data.synth_{cfg.workload}")
+    synth = generator(cfg.workload)
     opts = {"layers": cfg.lhc.n_layers} if cfg.workload == "lhc" else {}
     s = synth.schema(**opts)
     return tuple(s["input_shape"]), tuple(s["target_shape"])

@@ -7,7 +7,6 @@ reports, every rank exits 2) so no rank is left waiting in a collective.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,8 @@ import yaml
 from hpcgan.errors import UserError
 
 SYNTH_WORKLOADS = ("crf", "lhc", "lhc-fastsim", "galaxy")
-CONVERTERS = {"crf-npz": "hpcgan.data.convert_crf", "trackml": "hpcgan.data.convert_trackml",
-              "galaxy-fits": "hpcgan.data.convert_galaxy"}
+CONVERTERS = {"crf-npz": "hpcgan.workloads.crf.convert_npz", "trackml": "hpcgan.workloads.lhc.convert_trackml",
+              "galaxy-fits": "hpcgan.workloads.galaxy.convert_fits"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     s = dsub.add_parser("synth", help="write a synthetic dataset (parallel over MPI ranks)")
-    s.add_argument("workload", choices=SYNTH_WORKLOADS)
+    s.add_argument("workload", help="a registered workload (crf, lhc, lhc-fastsim, galaxy, ...: workloads/registry.py)")
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output .h5 (with several ranks: STEM-00000-of-0000K.h5 ...)")
     s.add_argument("--seed", type=int, default=0)
@@ -42,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("convert", help="convert a real dataset (crf-npz: imgs/+metos/ npz; trackml: event CSVs; galaxy-fits: g/r/i FITS cutouts)")
-    c.add_argument("format", choices=sorted(CONVERTERS))
+    c.add_argument("format", help="a registered real-data format (crf-npz, trackml, galaxy-fits, ...)")
     c.add_argument("src", help="source folder")
     c.add_argument("--out", required=True)
     c.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="converter option (repeatable)")
@@ -133,7 +132,9 @@ def run_synth(args: argparse.Namespace) -> int:
         opts["size"] = tuple(args.size)
     if args.layers is not None:
         opts["layers"] = args.layers
-    module = importlib.import_module(f"hpcgan.data.synth_{args.workload.replace('-', '_')}")
+    from hpcgan.workloads.registry import generator
+
+    module = generator(args.workload)
     backend = _start(args.backend)
     try:
         rank, size = backend.rank, backend.size
@@ -186,13 +187,9 @@ def run_convert(args: argparse.Namespace) -> int:
         def work() -> str | None:
             if backend.rank != 0:
                 return None
-            try:
-                module = importlib.import_module(CONVERTERS[args.format])
-            except ModuleNotFoundError as e:
-                if e.name != CONVERTERS[args.format]:
-                    raise
-                raise UserError(f"converter {args.format!r} is not available in this installation") from None
-            return module.convert(args.src, args.out, **opts)
+            from hpcgan.workloads.registry import converter
+
+            return converter(args.format).convert(args.src, args.out, **opts)
 
         out = backend.agree(work)
         if backend.is_root:

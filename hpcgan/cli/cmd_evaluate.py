@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             summary = {"checkpoint": str(ckpt_path), "data": args.data, "samples": n, **(summary or {})}
             plot_loss_curves(run_dir, out)
             (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+            print(workload.summary_table(summary))
             print(f"evaluation of {ckpt_path} on {n} samples of {args.data}: figures and summary.json in {out}")
 
         # Minutes on a large held-out set: the others wait in short polls, not in one timed barrier.
@@ -83,13 +84,13 @@ def plot_loss_curves(run_dir: Path, out: Path) -> None:
         if pts:
             axes[0].plot(*zip(*pts), label=key)
     axes[0].set(xlabel="step", ylabel="loss", title="training losses (mean over ranks)", yscale="log")
-    axes[0].legend()
     for key in sorted({k for r in val for k in r} - {"kind", "step", "epoch"}):
         pts = [(r["epoch"], r[key]) for r in val if key in r]
         axes[1].plot(*zip(*pts), marker="o", label=key)
     axes[1].set(xlabel="epoch", title="validation", yscale="log")
-    if val:
-        axes[1].legend()
+    for ax in axes:  # a short run may have no curve on one side: no legend (and no warning) there
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=100)
     plt.close(fig)

@@ -91,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
     use_slurm = not args.local and shutil.which("sbatch") is not None
     if not use_slurm:
         hpcgan = [sys.executable, "-m", "hpcgan.cli.main"]
+        ask_tell = {}
+        if optuna is not None:
+            from hpcgan.train import sweep_optuna
+
+            ask_tell = {"ask": sweep_optuna.ask, "tell": sweep_optuna.tell}
         failed = sweep.run_local(out, config, planned, shlex.split(args.launcher), hpcgan,
-                                 log=lambda m: print(m, file=sys.stderr), optuna=optuna is not None)
+                                 log=lambda m: print(m, file=sys.stderr), **ask_tell)
         print(f"sweep of {len(planned)} point(s) in {out}: {len(planned) - failed} finished, {failed} failed; "
               f"tabulate with: hpcgan sweep report {out}")
         return 1 if failed else 0

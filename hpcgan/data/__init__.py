@@ -1,4 +1,7 @@
-"""Data layer: HDF5 format (write/validate), sharded reader, synthetic generators, converters, stats.
+"""Data layer, shared by every workload: HDF5 format (write/validate), sharded reader, staging, stats, inspect.
+
+What belongs to one workload (its synthetic generator, converters and physics) lives in its folder
+under hpcgan/workloads/.
 
 Receives rank and size as plain integers; never imports the communication backend
 (the `hpcgan data` CLI does that).

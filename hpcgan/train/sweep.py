@@ -195,22 +195,20 @@ srun ${{HPCGAN_SRUN_MPI:+--mpi=$HPCGAN_SRUN_MPI}} --kill-on-bad-exit=1 --open-mo
 
 
 def run_local(out: Path, config: str, points: Sequence[Point], launcher: Sequence[str], hpcgan: Sequence[str],
-              log=print, optuna: bool = False) -> int:
-    """Train the points one after another on this machine; returns how many failed. With `optuna` each point
-    asks the study for its values first and tells it the result after."""
-    from hpcgan.train import sweep_optuna
-
+              log=print, ask=None, tell=None) -> int:
+    """Train the points one after another on this machine; returns how many failed. `ask(out, index)` (Optuna:
+    sweep_optuna.ask) gives a point's overrides as it starts, `tell(out, index)` reports its result after."""
     failed = 0
     for p in points:
-        overrides = sweep_optuna.ask(out, p.index) if optuna else list(p.overrides)
+        overrides = ask(out, p.index) if ask else list(p.overrides)
         cmd = [*launcher, *hpcgan, "train", "--config", config, f"run_dir={out / p.name}", *overrides]
         log(f"sweep point {p.index + 1}/{len(points)}: {' '.join(overrides)}")
         rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
         if rc != 0:
             failed += 1
             log(f"sweep point {p.index} exited {rc}; its run directory is {out / p.name}")
-        elif optuna:
-            sweep_optuna.tell(out, p.index)
+        elif tell:
+            tell(out, p.index)
     return failed
 
 

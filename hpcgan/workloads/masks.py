@@ -1,7 +1,7 @@
 """Pixels a target does not define (the dataset's meta/valid mask) count in no loss and no metric.
 
 Why: the real CRF data have pixels the satellite did not see; the converter
-stores them as 0 and marks them in meta/valid (hpcgan/data/convert_crf.py).
+stores them as 0 and marks them in meta/valid (hpcgan/workloads/crf/convert_npz.py).
 Counted as data, those zeros would teach the generator to paint holes and would
 move L1, MSE and the spectra.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -83,6 +84,18 @@ class Workload(ABC):
         """Science evaluation on held-out data (rank 0, file units): write figures + JSON under out_dir,
         return the summary numbers. `real` is the dataset's target, `fake` the generator's."""
 
+    def summary_table(self, summary: dict) -> str:
+        """The evaluation's headline numbers as text, printed by `hpcgan evaluate` (default: the scalar entries
+        of the summary and of its dicts one level down)."""
+        lines = [f"{self.name} evaluation"]
+        for key, value in summary.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.append(f"  {key:<32}{value:.6g}")
+            elif isinstance(value, dict):
+                scalars = {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                lines += [f"  {key + '.' + str(k):<32}{v:.6g}" for k, v in scalars.items()]
+        return "\n".join(lines)
+
     def check_dataset(self, attrs: dict, path: str) -> None:
         """Raise UserError when a dataset does not fit this workload (wrong workload, shapes, layers)."""
         if attrs.get("workload") not in (None, self.name):
@@ -94,22 +107,62 @@ def batch_sum(per_sample: torch.Tensor) -> np.ndarray:
     return per_sample.double().sum(0).cpu().numpy()
 
 
+# The workload packages; importing one registers its workloads, generators and converters.
+PACKAGES = ("hpcgan.workloads.crf", "hpcgan.workloads.lhc", "hpcgan.workloads.galaxy")
+
 _REGISTRY: dict[str, Callable[[Config], Workload]] = {}
-_MODULES = {"crf": "hpcgan.workloads.crf", "lhc": "hpcgan.workloads.lhc", "lhc-fastsim": "hpcgan.workloads.lhc",
-            "galaxy": "hpcgan.workloads.galaxy"}
+_GENERATORS: dict[str, ModuleType] = {}  # workload name -> synthetic generator module: schema(**opts), generate(...)
+_CONVERTERS: dict[str, ModuleType] = {}  # real-data format name -> converter module: convert(src, out, **opts)
 
 
-def register(name: str) -> Callable:
+def register(name: str, generator: ModuleType | None = None,
+             converters: dict[str, ModuleType] | None = None) -> Callable:
+    """Class decorator: the Workload for `name`, with its synthetic generator and its converters from real formats
+    (what `hpcgan data synth NAME` and `hpcgan data convert FORMAT` run)."""
     def deco(cls):
         _REGISTRY[name] = cls
         cls.name = name
+        if generator is not None:
+            _GENERATORS[name] = generator
+        _CONVERTERS.update(converters or {})
         return cls
     return deco
 
 
+def _load_all() -> None:
+    for package in PACKAGES:
+        importlib.import_module(package)
+
+
+def workload_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
 def get_workload(cfg: Config) -> Workload:
-    if cfg.workload not in _REGISTRY and cfg.workload in _MODULES:
-        importlib.import_module(_MODULES[cfg.workload])
     if cfg.workload not in _REGISTRY:
-        raise UserError(f"config key workload: {cfg.workload!r} is not available (known: {', '.join(sorted(_MODULES))})")
+        _load_all()
+    if cfg.workload not in _REGISTRY:
+        raise UserError(f"config key workload: {cfg.workload!r} is not available (known: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[cfg.workload](cfg)
+
+
+def generator(name: str) -> ModuleType:
+    """The synthetic data generator of workload `name`."""
+    _load_all()
+    if name not in _GENERATORS:
+        raise UserError(f"workload {name!r} has no synthetic generator (known: {', '.join(sorted(_GENERATORS))})")
+    return _GENERATORS[name]
+
+
+def converter(fmt: str) -> ModuleType:
+    """The converter from the real data format `fmt`."""
+    _load_all()
+    if fmt not in _CONVERTERS:
+        raise UserError(f"data format {fmt!r} has no converter (known: {', '.join(sorted(_CONVERTERS))})")
+    return _CONVERTERS[fmt]
+
+
+def converter_names() -> list[str]:
+    _load_all()
+    return sorted(_CONVERTERS)

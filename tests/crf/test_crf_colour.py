@@ -18,7 +18,7 @@ RGB = ["R", "G", "B"]
 
 def synthetic_crf(n: int, seed: int, size: int = 32) -> np.ndarray:
     """(n, 3, size, size) reflectance from the synthetic CRF generator (grey clouds over a coloured surface)."""
-    from hpcgan.data import synth_crf
+    from hpcgan.workloads.crf import synth as synth_crf
 
     return np.concatenate([y for _, y, _ in synth_crf.generate(0, n, seed, size=(size, size))]).astype(np.float64)
 

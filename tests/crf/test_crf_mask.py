@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hpcgan.config import LossConfig, load_config
-from hpcgan.data.convert_crf import REFLECTANCE_KEYS, convert
+from hpcgan.workloads.crf.convert_npz import REFLECTANCE_KEYS, convert
 from hpcgan.data.reader import ShardedReader
 from hpcgan.runtime.backend import LocalBackend
 from hpcgan.runtime.env import ProcessInfo
@@ -102,7 +102,7 @@ def test_masked_pixels_do_not_change_the_metrics(tmp_path):
 
 
 def _npz_pair(root, stem: str, refl: np.ndarray, rng: np.random.Generator) -> None:
-    """One timestamp in the reference layout (imgs/ + metos/, hpcgan/data/convert_crf.py)."""
+    """One timestamp in the reference layout (imgs/ + metos/, hpcgan/workloads/crf/convert_npz.py)."""
     h, w = refl.shape[1:]
     np.savez(root / "imgs" / f"{stem}.npz", **{k: refl[c] for c, k in enumerate(REFLECTANCE_KEYS)},
              scattering_angle=rng.uniform(120, 170, (h, w)), latitude=rng.uniform(-10, 10, (h, w)),

@@ -152,7 +152,7 @@ def test_config_errors():
 def test_grid_channels_follow_the_synthetic_schema():
     from hpcgan.workloads.crf import figures
 
-    synth = pytest.importorskip("hpcgan.data.synth_crf")
+    synth = pytest.importorskip("hpcgan.workloads.crf.synth")
     assert figures.REFERENCE_INPUTS == synth.INPUT_CHANNELS
     shown = figures.shown_input_channels(44)
     assert [synth.INPUT_CHANNELS[i] for i, _ in shown] == [label for _, label in shown] == ["RH_850", "RH_500", "TS"]

@@ -15,7 +15,7 @@ def test_synth_stats_inspect_validate(tmp_path, capsys):
                  "--backend", "local", "--quiet", "--opt", "beta=2.5"]) == 0
     a = read_attrs(out)
     assert a["n"] == 20 and a["input_shape"] == (44, 8, 12)
-    assert a["provenance"]["generator"] == "hpcgan.data.synth_crf" and a["provenance"]["seed"] == 3
+    assert a["provenance"]["generator"] == "hpcgan.workloads.crf.synth" and a["provenance"]["seed"] == 3
     assert a["provenance"]["options"] == {"beta": 2.5, "size": [8, 12]}
     with h5py.File(out, "r+") as f:  # wipe the stats, recompute them
         for k in ("mean", "std", "min", "max"):

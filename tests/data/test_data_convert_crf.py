@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from hpcgan.cli.main import main
-from hpcgan.data.convert_crf import convert
-from hpcgan.data.synth_crf import INPUT_CHANNELS, TARGET_CHANNELS
+from hpcgan.workloads.crf.convert_npz import convert
+from hpcgan.workloads.crf.synth import INPUT_CHANNELS, TARGET_CHANNELS
 from hpcgan.errors import UserError
 
 H, W = 6, 5

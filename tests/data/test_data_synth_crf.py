@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hpcgan.data import synth_crf as crf
+from hpcgan.workloads.crf import synth as crf
 from hpcgan.data.format import SYNTH_BLOCK
 from hpcgan.errors import UserError
 

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hpcgan.data import helix, synth_lhc
+from hpcgan.workloads.lhc import helix, synth as synth_lhc
 from hpcgan.errors import UserError
 
 

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcgan.data import helix, synth_lhc
-from hpcgan.data.convert_trackml import BARREL, convert
+from hpcgan.workloads.lhc import helix, synth as synth_lhc
+from hpcgan.workloads.lhc.convert_trackml import BARREL, convert
 from hpcgan.errors import UserError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from hpcgan.data import convert_galaxy, galaxy_degrade as gd, synth_galaxy as sg
+from hpcgan.workloads.galaxy import convert_fits as convert_galaxy, degrade as gd, synth as sg
 from hpcgan.data.format import open_read, read_attrs
 from hpcgan.errors import UserError
 

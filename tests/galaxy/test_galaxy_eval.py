@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hpcgan.config import load_config
-from hpcgan.data import galaxy_degrade as gd, synth_galaxy as sg
+from hpcgan.workloads.galaxy import degrade as gd, synth as sg
 from hpcgan.errors import UserError
 from hpcgan.workloads import get_workload
 from hpcgan.workloads.galaxy import failures, restore
@@ -138,7 +138,7 @@ def test_evaluate_writes_table_summary_and_figure(tmp_path):
     train = tmp_path / "train.h5"  # only its provenance is read: which classes and redshifts training saw
     with DatasetWriter(train, "galaxy", len(x), sch["input_shape"], sch["target_shape"], sch["input_channels"],
                        sch["target_channels"], sch["meta_spec"],
-                       provenance={"generator": "hpcgan.data.synth_galaxy",
+                       provenance={"generator": "hpcgan.workloads.galaxy.synth",
                                    "options": {"p_tidal": 0, "z_range": [0.1, 0.15]}}) as w:
         w.write(x, y, m)
     wl = workload(f"data.path={train}")

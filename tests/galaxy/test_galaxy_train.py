@@ -14,13 +14,13 @@ TINY = ["galaxy.size=16", "galaxy.widths=[4,8]", "galaxy.d_widths=[4,8]", "train
 
 def write_synth(path, n, seed, **opts):
     """What `hpcgan data synth galaxy` writes, in this process (saves a start-up per file)."""
-    from hpcgan.data import synth_galaxy as sg
+    from hpcgan.workloads.galaxy import synth as sg
     from hpcgan.data.format import DatasetWriter
 
     s = sg.schema(**opts)
     with DatasetWriter(path, "galaxy", n, s["input_shape"], s["target_shape"], s["input_channels"],
                        s["target_channels"], s["meta_spec"],
-                       provenance={"generator": "hpcgan.data.synth_galaxy", "options": opts, "seed": seed}) as w:
+                       provenance={"generator": "hpcgan.workloads.galaxy.synth", "options": opts, "seed": seed}) as w:
         for x, y, m in sg.generate(0, n, seed, **opts):
             w.write(x, y, m)
 

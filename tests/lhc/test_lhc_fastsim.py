@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpcgan.config import load_config
-from hpcgan.data import synth_lhc_fastsim as fs
+from hpcgan.workloads.lhc import synth_fastsim as fs
 from hpcgan.errors import UserError
 from hpcgan.workloads import get_workload
 from hpcgan.workloads.lhc import fastsim

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hpcgan.data import helix, synth_lhc, synth_lhc_fastsim
+from hpcgan.workloads.lhc import helix, synth as synth_lhc, synth_fastsim as synth_lhc_fastsim
 from hpcgan.workloads.lhc import metrics
 
 N = 20000

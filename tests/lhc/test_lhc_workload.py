@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hpcgan.config import load_config
-from hpcgan.data import helix, synth_lhc
+from hpcgan.workloads.lhc import helix, synth as synth_lhc
 from hpcgan.errors import UserError
 from hpcgan.workloads import get_workload
 from hpcgan.workloads.lhc import evaluate as ev

@@ -47,7 +47,7 @@ def crf_data(tmp_path):
 
 def write_lhc(path, n: int, seed: int = 1) -> str:
     """Synthetic tracks as `hpcgan data synth lhc` writes them (in-process: the CLI's MPI start runs once a process)."""
-    from hpcgan.data import synth_lhc
+    from hpcgan.workloads.lhc import synth as synth_lhc
 
     s = synth_lhc.schema()
     parts = list(synth_lhc.generate(0, n, seed))

@@ -21,6 +21,7 @@ from torch import nn
 from hpcgan.data.format import VALID_META
 from hpcgan.errors import UserError
 from hpcgan.workloads.crf import colour, figures, spectrum
+from hpcgan.workloads.crf import convert_npz, synth
 from hpcgan.workloads.crf.colour_models import ChromaInputDiscriminator, LumaChromaGenerator
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
 from hpcgan.workloads.masks import valid_mean
@@ -37,7 +38,7 @@ def target_names(n: int) -> list[str]:
     return ["R", "G", "B"] if n == 3 else [f"ch{i}" for i in range(n)]
 
 
-@register("crf")
+@register("crf", generator=synth, converters={"crf-npz": convert_npz})
 class CRFWorkload(Workload):
     convnet = True
     # Convolutions in bf16/fp16 (autocast keeps norms in fp32); losses are reduced in fp32 (train/losses.py).

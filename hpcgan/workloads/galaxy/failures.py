@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hpcgan.data.galaxy_degrade import FEATURES, KINDS
+from hpcgan.workloads.galaxy.degrade import FEATURES, KINDS
 
 R_BAND = 1
 

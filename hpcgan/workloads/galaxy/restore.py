@@ -6,7 +6,7 @@ stretch (roou.m: clip to [-0.1, 4] nanomaggies, rescale, asinh(10 u) / 3) soften
 the default soft = 0.4 follows it, with a higher ceiling (50) so bright cores are not clipped.
 PSNR and SSIM are measured in this space with data range 1, on every band.
 
-Baselines get the known degradation kernel (hpcgan.data.galaxy_degrade.psf_kernel from meta/psf_fwhm,
+Baselines get the known degradation kernel (hpcgan.workloads.galaxy.degrade.psf_kernel from meta/psf_fwhm,
 meta/pixel_scale, meta/psf_beta): Richardson-Lucy on the image with its sky added back (the photon counts RL
 assumes are then non-negative), and a Wiener filter (skimage.restoration.wiener, Laplacian regulariser).
 """
@@ -16,7 +16,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import richardson_lucy, wiener
 
-from hpcgan.data.galaxy_degrade import psf_kernel
+from hpcgan.workloads.galaxy.degrade import psf_kernel
 
 
 def stretch(x: np.ndarray, soft: float, vmax: float) -> np.ndarray:

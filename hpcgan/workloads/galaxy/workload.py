@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcgan.data.galaxy_degrade import BANDS, KINDS, meta_spec
+from hpcgan.workloads.galaxy.degrade import BANDS, KINDS, meta_spec
 from hpcgan.errors import UserError
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
 from hpcgan.workloads.galaxy import failures, figures, restore
+from hpcgan.workloads.galaxy import convert_fits, synth
 from hpcgan.workloads.registry import Workload, batch_sum, register
 
 EVAL_JSON = "galaxy_evaluation.json"
@@ -26,7 +27,7 @@ EVAL_FIGURE = "galaxy_restoration.png"
 METHODS = ("gan", "richardson_lucy", "wiener", "input")
 
 
-@register("galaxy")
+@register("galaxy", generator=synth, converters={"galaxy-fits": convert_fits})
 class GalaxyWorkload(Workload):
     convnet = True
 
@@ -124,6 +125,9 @@ class GalaxyWorkload(Workload):
         (out_dir / EVAL_JSON).write_text(json.dumps(summary, indent=1))
         return summary
 
+    def summary_table(self, summary: dict) -> str:
+        return markdown(summary)
+
     def check_dataset(self, attrs: dict, path: str) -> None:
         super().check_dataset(attrs, path)
         size = self.cfg.galaxy.size
@@ -144,16 +148,15 @@ def _range(values) -> list[float]:
 def training_options(path: str) -> dict:
     """What the training set held: feature classes seen (True/False) and its redshift range, from a
     synthetic file's provenance; None where unknown (converted data, file not found)."""
-    from hpcgan.data import synth_galaxy
     from hpcgan.data.format import read_attrs
     from hpcgan.data.reader import resolve_paths
 
     unknown = {"features": {"companion": None, "tidal": None}, "z_range": None, "source": path}
     try:
         prov = read_attrs(resolve_paths(path)[0])["provenance"]
-        if prov.get("generator") != "hpcgan.data.synth_galaxy":
+        if prov.get("generator") not in (synth.__name__, "hpcgan.data.synth_galaxy"):  # the latter: before the move
             return unknown
-        o = synth_galaxy.options(**prov.get("options", {}))
+        o = synth.options(**prov.get("options", {}))
     except UserError:
         return unknown
     return {"features": {"companion": o["p_companion"] > 0, "tidal": o["p_tidal"] > 0},

@@ -1,7 +1,7 @@
 """The LHC fast simulation: true particle -> what the full chain reconstructs, sampled from noise.
 
 Registered as the workload "lhc-fastsim" (data: `hpcgan data synth lhc-fastsim`, layout in
-hpcgan.data.synth_lhc_fastsim). Where the `lhc` workload learns a deterministic map (hits -> fit),
+hpcgan.workloads.lhc.synth_fastsim). Where the `lhc` workload learns a deterministic map (hits -> fit),
 this one learns a distribution: p(reconstructed track, found | true particle), the detector's
 stochastic response plus the reconstruction, which the full chain computes particle by particle
 through propagation, scattering, smearing and a fit (Musella and Pandolfi 2018 use a GAN for this).
@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from hpcgan.errors import UserError
 from hpcgan.workloads.lhc import evaluate as ev
 from hpcgan.workloads.lhc import metrics, space
+from hpcgan.workloads.lhc import synth_fastsim
 from hpcgan.workloads.lhc.models import ResBlock
 from hpcgan.workloads.registry import Workload, register
 
@@ -122,7 +123,7 @@ class FastSimDiscriminator(nn.Module):
         return [self.head(self.blocks(self.inp(x)))]
 
 
-@register("lhc-fastsim")
+@register("lhc-fastsim", generator=synth_fastsim)
 class LHCFastSimWorkload(Workload):
     convnet = False
 
@@ -180,7 +181,10 @@ class LHCFastSimWorkload(Workload):
         return out
 
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        return evaluate(inputs, real, fake, out_dir)
+        return evaluate(inputs, real, fake, out_dir, verbose=False)
+
+    def summary_table(self, summary: dict) -> str:
+        return f"LHC fast simulation: {summary['n_particles']} particles\n{metrics.format_table(summary['metrics'])}"
 
     def check_dataset(self, attrs: dict, path: str) -> None:
         super().check_dataset(attrs, path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hpcgan.data.helix import C_LIGHT, detector
+from hpcgan.workloads.lhc.helix import C_LIGHT, detector
 from hpcgan.workloads.lhc import space
 from hpcgan.workloads.precision import full_precision
 

@@ -1,6 +1,6 @@
 """Model space of the LHC workload: fixed physical scales (no file statistics), exact inverses.
 
-File units (hpcgan.data.synth_lhc): inputs (N, 4, L) = x, y, z [mm], mask; targets (N, 5 + 3L) =
+File units (hpcgan.workloads.lhc.synth): inputs (N, 4, L) = x, y, z [mm], mask; targets (N, 5 + 3L) =
 q/pT [1/GeV], phi0, eta, d0 [mm], z0 [mm], then x_l, y_l, z_l [mm] of the fitted point on each layer.
 
 Model space, chosen so every component is O(1) and the angle has no 2 pi jump:
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from hpcgan.data.helix import C_LIGHT
+from hpcgan.workloads.lhc.helix import C_LIGHT
 from hpcgan.workloads.precision import full_precision
 
 QPT_SCALE = 2.0  # 1/GeV: |q/pT| <= 2 for pT >= 0.5 GeV
@@ -73,7 +73,7 @@ def targets_to_data(track: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
 @full_precision("lhc.helix_points")
 def helix_points(qpt: torch.Tensor, phi0: torch.Tensor, eta: torch.Tensor, d0: torch.Tensor, z0: torch.Tensor,
                  radii: torch.Tensor, bfield: float) -> torch.Tensor:
-    """Differentiable twin of hpcgan.data.helix.helix_points: (N,) params in file units -> (N, L, 3) mm.
+    """Differentiable twin of hpcgan.workloads.lhc.helix.helix_points: (N,) params in file units -> (N, L, 3) mm.
 
     u is clipped just inside +-1 (asin's gradient is infinite at the edge); the arc uses a series
     for tiny curvature so straight tracks stay exact and gradients finite."""

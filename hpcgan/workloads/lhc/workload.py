@@ -1,6 +1,6 @@
 """The LHC workload: measured hits (N, 4, L) -> conventionally fitted track (N, 5 + 3L).
 
-The conditional GAN learns the map that the least-squares helix fit computes (hpcgan.data.helix);
+The conditional GAN learns the map that the least-squares helix fit computes (hpcgan.workloads.lhc.helix);
 its value is speed (one batched network pass instead of an iterative fit per track). Model space and
 units: hpcgan.workloads.lhc.space. Models: hpcgan.workloads.lhc.models. Evaluation: .evaluate.
 """
@@ -12,16 +12,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcgan.data.helix import detector
+from hpcgan.workloads.lhc.helix import detector
 from hpcgan.errors import UserError
 from hpcgan.workloads.lhc import evaluate as ev
 from hpcgan.workloads.lhc import space
+from hpcgan.workloads.lhc import convert_trackml, synth
 from hpcgan.workloads.lhc.models import LHCDiscriminator, LHCGenerator
 from hpcgan.workloads.precision import Precision
 from hpcgan.workloads.registry import Workload, batch_sum, register
 
 
-@register("lhc")
+@register("lhc", generator=synth, converters={"trackml": convert_trackml})
 class LHCWorkload(Workload):
     convnet = False
     # The MLPs train in bf16 or fp16; the geometry around them does not (see precision.py).
@@ -91,7 +92,10 @@ class LHCWorkload(Workload):
 
     # Science evaluation.
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        return ev.evaluate(inputs, real, fake, meta, out_dir, self.cfg.lhc.n_layers)
+        return ev.evaluate(inputs, real, fake, meta, out_dir, self.cfg.lhc.n_layers, verbose=False)
+
+    def summary_table(self, summary: dict) -> str:
+        return ev.format_table(summary)
 
     def check_dataset(self, attrs: dict, path: str) -> None:
         super().check_dataset(attrs, path)

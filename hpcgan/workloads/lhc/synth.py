@@ -1,6 +1,6 @@
 """Synthetic LHC tracks: a barrel tracker in a solenoid, hits with scattering and smearing, the helix fit.
 
-Detector (hpcgan.data.helix.detector, units mm / GeV / T / rad): 10 cylindrical layers at
+Detector (hpcgan.workloads.lhc.helix.detector, units mm / GeV / T / rad): 10 cylindrical layers at
 r = 32, 72, 116, 172 (pixels: |z| < 400, X/X0 = 0.02, sigma_rphi = 10 um, sigma_z = 50 um) and
 r = 260, 360, 500, 660, 820, 1000 (strips: |z| < 1200, X/X0 = 0.03, sigma_rphi = 25 um, sigma_z = 0.5 mm),
 B = 2 T along z, hit efficiency 0.97 per layer. Other layer counts spread the radii geometrically.
@@ -35,7 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
-from hpcgan.data.helix import (C_LIGHT, PARAM_NAMES, PION_MASS, Detector, detector, fit_tracks, helix_points,
+from hpcgan.workloads.lhc.helix import (C_LIGHT, PARAM_NAMES, PION_MASS, Detector, detector, fit_tracks, helix_points,
                                perigee_from_state)
 from hpcgan.errors import UserError
 

@@ -20,7 +20,7 @@ Scene (one central object, plus field objects):
 - field: foreground stars (`star_density` per arcmin^2, flux log-uniform in `star_flux`, g-r 0.3-1.4) and
   smaller background neighbour galaxies (`neighbour_density` per arcmin^2), in galaxy scenes only.
 The clean target is the scene seen through the survey's own seeing (Moffat, beta 3.5, FWHM `native_fwhm`),
-noise-free; the input is that image degraded as in hpcgan.data.galaxy_degrade (kernel FWHM `psf_fwhm`,
+noise-free; the input is that image degraded as in hpcgan.workloads.galaxy.degrade (kernel FWHM `psf_fwhm`,
 noise `noise_factor` times the survey's sky noise). A number for psf_fwhm or noise_factor is used for every
 sample; a pair [lo, hi] draws each sample's value uniformly (stored in meta/).
 """
@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hpcgan.data import galaxy_degrade as gd
+from hpcgan.workloads.galaxy import degrade as gd
 from hpcgan.data.format import synth_samples
 from hpcgan.errors import UserError
 

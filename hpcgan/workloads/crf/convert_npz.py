@@ -5,7 +5,7 @@ Layout read (DIR):
                         3-channel array (REFLECTANCE_KEYS), latitude, longitude and scattering angle (H, W)
   DIR/metos/<stem>[_Collocated_MERRA2].npz   U, T, V, RH (10, H, W) and TS (H, W)
 Files are matched by stem; a metos name may carry the reference's "_Collocated_MERRA2" suffix.
-Pairs are taken in sorted stem order. Output channels follow hpcgan.data.synth_crf (U, T, V, RH, scattering
+Pairs are taken in sorted stem order. Output channels follow hpcgan.workloads.crf.synth (U, T, V, RH, scattering
 angle, TS, lat, lon) so synthetic and real data share one schema.
 
 NaN handling (the reference code sets every NaN to 0; hpcgan keeps that for reflectance only):
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hpcgan.data.format import VALID_META, DatasetWriter
-from hpcgan.data.synth_crf import INPUT_CHANNELS, PRESSURE_LEVELS_HPA, TARGET_CHANNELS
+from hpcgan.workloads.crf.synth import INPUT_CHANNELS, PRESSURE_LEVELS_HPA, TARGET_CHANNELS
 from hpcgan.errors import UserError
 
 REFLECTANCE_KEYS = ("Reflectance_680", "Reflectance_551", "Reflectance_443")

@@ -4,7 +4,7 @@ Layout read (DIR), as the GalaxyGAN release: DIR/<name>/<name>-g.fits, -r.fits, 
 files directly in DIR (DIR/<name>-g.fits ...). The primary HDU (or the first image HDU) is read. Stamps
 larger than `size` are cut to the central size x size pixels; smaller ones are dropped (listed in the
 provenance and on stderr). The target is the cutout as it is; the input is it blurred and noised with
-hpcgan.data.galaxy_degrade.degrade_observed (the noise it already has is counted). A header keyword
+hpcgan.workloads.galaxy.degrade.degrade_observed (the noise it already has is counted). A header keyword
 REDSHIFT or Z on the r-band file fills meta/redshift (NaN otherwise).
 Options: size (default: the first stamp's, made even), psf_fwhm (1.4), noise_factor (1.2), psf (gaussian),
 psf_beta (3.0), pixel_scale (0.396), seed (0), dtype (float32).
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcgan.data import galaxy_degrade as gd
+from hpcgan.workloads.galaxy import degrade as gd
 from hpcgan.data.format import DatasetWriter
 from hpcgan.errors import UserError
 

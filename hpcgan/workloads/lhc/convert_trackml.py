@@ -6,7 +6,7 @@ Input, per event in `src_dir` (the Kaggle TrackML layout, numeric columns, heade
   eventNNN-truth.csv      hit_id,particle_id,tx,ty,tz,tpx,tpy,tpz,weight      (particle_id 0 = noise)
 The TrackML barrel is volumes 8 (pixels, layers 2,4,6,8), 13 (short strips, 2,4,6,8) and 17 (long
 strips, 2,4) at radii ~32, 72, 116, 172, 260, 360, 500, 660, 820, 1020 mm in a 2 T solenoid: the ten
-layers of hpcgan.data.helix.detector(10), in that order. Per particle, its barrel hits go to their
+layers of hpcgan.workloads.lhc.helix.detector(10), in that order. Per particle, its barrel hits go to their
 layer slot (on a layer crossed twice, module overlaps, the hit at the smallest radius is kept);
 particles with fewer than 5 barrel hits are dropped. The conventional helix fit (helix.fit_tracks)
 makes the targets; the particle's vertex and momentum make meta/true_params and meta/charge;
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from hpcgan.data.format import DatasetWriter
-from hpcgan.data.helix import C_LIGHT, detector, fit_tracks, perigee_from_state
-from hpcgan.data.synth_lhc import schema
+from hpcgan.workloads.lhc.helix import C_LIGHT, detector, fit_tracks, perigee_from_state
+from hpcgan.workloads.lhc.synth import schema
 from hpcgan.errors import UserError
 
 BARREL = ((8, 2), (8, 4), (8, 6), (8, 8), (13, 2), (13, 4), (13, 6), (13, 8), (17, 2), (17, 4))

@@ -1,6 +1,6 @@
 """Synthetic fast-simulation pairs: the true particle -> what the full chain reconstructs from it.
 
-The full chain is the one of hpcgan.data.synth_lhc (same detector, same particles, same fit):
+The full chain is the one of hpcgan.workloads.lhc.synth (same detector, same particles, same fit):
 propagation with multiple scattering, hit smearing and inefficiency, then the helix fit. Here every
 particle is kept: a track with fewer than min(5, L) hits is lost by the reconstruction and gets
 found = 0 with zero parameters. The default acceptance, |eta| < 2 and pT from 0.3 GeV, reaches past
@@ -19,8 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from hpcgan.data import synth_lhc
-from hpcgan.data.helix import PARAM_NAMES, Detector, detector, fit_tracks
+from hpcgan.workloads.lhc import synth as synth_lhc
+from hpcgan.workloads.lhc.helix import PARAM_NAMES, Detector, detector, fit_tracks
 from hpcgan.errors import UserError
 
 SYNTH_BLOCK = synth_lhc.SYNTH_BLOCK
