@@ -5,6 +5,11 @@ torch.save payload. Written by rank 0 to a temporary name in the same folder,
 fsynced, then renamed, so a crash mid-write never leaves a half checkpoint
 under a real name; the folder is fsynced too so the rename survives a node
 failure. On load the checksum is verified before unpickling.
+
+A checkpoint is data, not a program: the payload holds tensors, numbers, strings, lists and dicts only
+(RNG states included, see rng_state) and is loaded with `weights_only=True`, so a planted file cannot run
+code in `train`'s resume, `evaluate` or `generate`. The checksum guards against truncation, not against
+tampering (anyone who can write the file can recompute it).
 """
 from __future__ import annotations
 
@@ -84,7 +89,38 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     if len(payload) != header.get("bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise UserError(f"checkpoint {path}: checksum mismatch ({len(payload)} of {header.get('bytes')} bytes): "
                         "the file is truncated or corrupted")
-    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    return _load_weights_only(path, payload, map_location)
+
+
+# What checkpoints written before RNG states became tensors hold beyond plain types: numpy's RNG state
+# (a uint32 array). Allowed by name only; anything else (a callable, a class) is refused.
+_LEGACY_NUMPY_GLOBALS = {"numpy.dtype", "numpy.ndarray", "numpy._core.multiarray._reconstruct",
+                         "numpy.core.multiarray._reconstruct", "numpy.dtypes.UInt32DType"}
+
+
+def _load_weights_only(path: Path, payload: bytes, map_location: Any) -> dict:
+    """torch.load(weights_only=True); a payload that needs any other global is refused with one line."""
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as first:  # noqa: BLE001 - the unpickler's refusal is an UnpicklingError or RuntimeError
+        try:
+            unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(payload)))
+        except Exception:  # noqa: BLE001
+            unsafe = None
+        if unsafe and unsafe <= _LEGACY_NUMPY_GLOBALS:
+            import numpy as np
+
+            allowed = [np.dtype, np.ndarray, np.dtypes.UInt32DType]
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy 1.x
+                from numpy.core.multiarray import _reconstruct
+            allowed.append(_reconstruct)
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        what = f"it needs {', '.join(sorted(unsafe - _LEGACY_NUMPY_GLOBALS))}" if unsafe else str(first).splitlines()[0]
+        raise UserError(f"checkpoint {path}: refused, the payload is not plain tensors and containers ({what}); "
+                        "hpcgan never unpickles code from a checkpoint") from None
 
 
 def find_resume_checkpoint(directory: Path, log=print) -> Path | None:
@@ -117,11 +153,16 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def rng_state() -> dict:
+    """This process's RNG states as plain types (a weights_only load opens them): torch's as uint8 tensors,
+    Python's as its tuple of ints, numpy's MT19937 state as a dict with its keys as an int64 tensor."""
     import random
 
     import numpy as np
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -133,7 +174,15 @@ def set_rng_state(state: dict) -> None:
     import numpy as np
 
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    if isinstance(n, dict):
+        n = (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)  # older checkpoints: numpy's own tuple
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x):
+    """random.setstate wants tuples; a round trip through some serialisers gives lists."""
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x

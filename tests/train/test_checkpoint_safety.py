@@ -1,0 +1,82 @@
+"""A checkpoint is data, not a program: a payload whose unpickling would run a command is refused by every
+command that loads checkpoints (evaluate, generate, train's resume), with one line naming the file."""
+import hashlib
+import io
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from hpcgan.cli.main import main
+from hpcgan.errors import UserError
+from hpcgan.train import checkpoint as ckpt
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path, marker):
+    """A file in hpcgan's own format (right magic, size and checksum) whose payload would call os.system."""
+    buf = io.BytesIO()
+    torch.save({"G": _RunsACommand(marker), "config": {}, "epoch": 0}, buf)
+    payload = buf.getvalue()
+    header = json.dumps({"magic": ckpt.MAGIC, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header.encode() + b"\n" + payload)
+    return path
+
+
+def test_planted_payload_is_refused_on_load(tmp_path):
+    marker = tmp_path / "ran"
+    path = _plant(tmp_path / "checkpoints" / ckpt.checkpoint_name(7), marker)
+    with pytest.raises(UserError, match=rf"checkpoint {path}: refused.*posix.system"):
+        ckpt.load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "generate"])
+def test_every_loading_command_refuses_it(tmp_path, capsys, command):
+    marker = tmp_path / "ran"
+    _plant(tmp_path / "run" / "checkpoints" / ckpt.checkpoint_name(7), marker)
+    ckpt_file = str(tmp_path / "run" / "checkpoints" / ckpt.checkpoint_name(7))
+    argv = (["evaluate", ckpt_file, "--data", str(tmp_path / "none.h5"), "--backend", "local"] if command == "evaluate"
+            else ["generate", "--checkpoint", ckpt_file, "--data", str(tmp_path / "none.h5"),
+                  "--out", str(tmp_path / "out.h5"), "--backend", "local"])
+    assert main(argv) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_resume_skips_it_and_never_runs_it(tmp_path):
+    marker = tmp_path / "ran"
+    _plant(tmp_path / "checkpoints" / ckpt.checkpoint_name(7), marker)
+    logged = []
+    assert ckpt.find_resume_checkpoint(tmp_path / "checkpoints", log=logged.append) is None
+    assert "refused" in logged[0] and not marker.exists()
+
+
+def test_rng_state_is_plain_and_restores_exactly(tmp_path):
+    path = ckpt.save_checkpoint({"rng": [ckpt.rng_state()]}, tmp_path, 1, 2)
+    expect = (np.random.rand(3), random.random(), torch.rand(3))
+    state = torch.load(io.BytesIO(path.read_bytes().split(b"\n", 1)[1]), weights_only=True)  # plain torch.load
+    ckpt.set_rng_state(state["rng"][0])
+    assert np.array_equal(np.random.rand(3), expect[0]) and random.random() == expect[1]
+    assert torch.equal(torch.rand(3), expect[2])
+
+
+def test_checkpoint_with_numpy_rng_tuple_of_before_still_loads(tmp_path):
+    """Checkpoints written before this change hold numpy's own state tuple (a uint32 array): still loaded,
+    by allowing exactly numpy's array reconstruction, nothing else."""
+    old = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    path = ckpt.save_checkpoint({"rng": [old]}, tmp_path, 1, 2)
+    expect = np.random.rand(2)
+    ckpt.set_rng_state(ckpt.load_checkpoint(path)["rng"][0])
+    assert np.array_equal(np.random.rand(2), expect)
