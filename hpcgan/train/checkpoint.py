@@ -42,16 +42,28 @@ def save_checkpoint(state: dict, directory: Path, step: int, keep: int) -> Path:
     header = json.dumps({"magic": MAGIC, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
     final = directory / checkpoint_name(step)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(header.encode() + b"\n")
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    remove_stale_temporaries(directory)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header.encode() + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a full disk (ENOSPC, EDQUOT), EIO, a kill: the partial file must not fill the quota
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Partial files of earlier failed or killed writes (each had its own pid in the name). One writer per run
+    directory (rank 0 of the one job holding it), so any temporary found here is stale."""
+    for p in directory.glob(".ckpt-*.pt.tmp-*"):
+        p.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -80,3 +80,17 @@ def test_checkpoint_with_numpy_rng_tuple_of_before_still_loads(tmp_path):
     expect = np.random.rand(2)
     ckpt.set_rng_state(ckpt.load_checkpoint(path)["rng"][0])
     assert np.array_equal(np.random.rand(2), expect)
+
+
+def test_failed_write_leaves_no_partial_file_and_keeps_the_previous(tmp_path, monkeypatch):
+    good = ckpt.save_checkpoint({"w": torch.ones(3)}, tmp_path, 1, 5)
+    (tmp_path / ".ckpt-00000000.pt.tmp-999999").write_bytes(b"partial write of a killed job")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_checkpoint({"w": torch.zeros(3)}, tmp_path, 2, 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no temporaries, old one intact
+    assert torch.equal(ckpt.load_checkpoint(good)["w"], torch.ones(3))
