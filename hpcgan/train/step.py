@@ -112,6 +112,8 @@ class Training:
         self.D.train()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
+        # BatchNorm's running statistics change in the forward pass: kept, so a skipped step can undo them.
+        self._buffers_before = [(b, b.detach().clone()) for m in (self.G, self.D) for b in m.buffers()]
         scale = 1.0 / len(micro)
         sums: dict[str, torch.Tensor] = {}
         for cond, real, valid in micro:
@@ -149,6 +151,9 @@ class Training:
         if skip:
             self.opt_g.zero_grad(set_to_none=True)
             self.opt_d.zero_grad(set_to_none=True)
+            with torch.no_grad():  # the skipped step leaves no trace, its (possibly NaN) statistics included
+                for buf, before in getattr(self, "_buffers_before", []):
+                    buf.copy_(before)
             return
         with self.sync_timer.measure():  # G's and D's buckets issued together, then waited for
             self.backend.sync_gradient_groups({"G": self.G.parameters(),

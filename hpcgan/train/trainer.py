@@ -327,8 +327,11 @@ def save(tr: Training, run: RunDir, pos: Position) -> None:
 
 
 def _finite_weights(tr: Training) -> bool:
-    """Parameters only: they are identical on every rank (buffers such as BatchNorm statistics may not be)."""
-    return all(bool(torch.isfinite(p).all()) for m in (tr.G, tr.D) for p in m.parameters())
+    """Parameters and floating-point buffers (BatchNorm's running statistics: a skipped non-finite step has
+    already updated them in its forward pass). Called after agree_on_buffers, so every rank holds the same
+    values and all ranks decide alike."""
+    tensors = [t for m in (tr.G, tr.D) for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:

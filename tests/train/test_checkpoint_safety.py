@@ -94,3 +94,19 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_previous(tmp_path, mo
         ckpt.save_checkpoint({"w": torch.zeros(3)}, tmp_path, 2, 5)
     assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no temporaries, old one intact
     assert torch.equal(ckpt.load_checkpoint(good)["w"], torch.ones(3))
+
+
+def test_save_guard_sees_nonfinite_batchnorm_statistics():
+    """A NaN in BatchNorm's running mean (a poisoned batch's forward pass) blocks the checkpoint like a NaN
+    weight does; integer buffers (num_batches_tracked) are not floats and are not checked."""
+    from types import SimpleNamespace
+
+    from hpcgan.train.trainer import _finite_weights
+
+    G, D = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)), torch.nn.Linear(4, 1)
+    tr = SimpleNamespace(G=G, D=D)
+    assert _finite_weights(tr)
+    G.train()
+    G(torch.tensor([[float("nan"), 0.0, 1.0], [1.0, 2.0, 3.0]]))  # the forward pass alone poisons the statistics
+    assert not torch.isfinite(G[1].running_mean).all() and all(torch.isfinite(p).all() for p in G.parameters())
+    assert not _finite_weights(tr)

@@ -122,3 +122,22 @@ def test_two_ranks_stop_or_skip_together(tmp_path, run_mpi):
     run_mpi(2, args(tmp_path / "skip", "train.nonfinite=skip"), timeout=150, env={"HPCGAN_FAULT": "1:2:nangrad"})
     state = checkpoints(tmp_path / "skip")[3]
     assert finite(state) and state["step_count"] == 2
+
+
+@pytest.mark.timeout(120)
+def test_skipped_step_restores_batchnorm_statistics(tmp_path, crf_data):
+    """A poisoned batch's forward pass makes BatchNorm's running statistics NaN; skipping the step undoes
+    that, so the next checkpoint is finite (before: the save guard looked at parameters only)."""
+    from hpcgan.train.step import build_training
+
+    cfg = tiny_config(tmp_path, crf_data, "crf.norm=batch", "train.nonfinite=skip")
+    tr = build_training(cfg, local(), log=lambda *a: None)
+    before = {k: v.clone() for k, v in tr.G.state_dict().items() if "running" in k}
+    assert before
+    cond = torch.full((4, cfg.crf.in_channels, 16, 16), float("nan"))
+    real = torch.zeros((4, cfg.crf.out_channels, 16, 16))
+    tr.forward_backward([(cond, real, None)])
+    assert not all(torch.isfinite(tr.G.state_dict()[k]).all() for k in before)
+    tr.sync_and_step(skip=True)
+    after = tr.G.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
