@@ -54,6 +54,8 @@ class RunDir:
         if active:
             for d in (self.path, self.checkpoints, self.figures):
                 d.mkdir(parents=True, exist_ok=True)
+            for log in self.path.glob("*.jsonl"):
+                drop_cut_last_line(log)
 
     def write_config(self, cfg: Config) -> None:
         if self.active:
@@ -95,8 +97,27 @@ class RunDir:
             self._tb = None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    f = Path(path) / "metrics.jsonl"
-    if not f.is_file():
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a line cut by a killed job is skipped, the rest is still good."""
+    if not Path(path).is_file():
         return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def drop_cut_last_line(path: Path) -> None:
+    """A job killed mid-write leaves a last line without its newline: truncate it before appending, so the
+    resumed job's first record does not land on the cut one."""
+    data = Path(path).read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return read_jsonl(Path(path) / "metrics.jsonl")

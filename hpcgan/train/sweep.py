@@ -215,18 +215,9 @@ def run_local(out: Path, config: str, points: Sequence[Point], launcher: Sequenc
 # --- report -------------------------------------------------------------------
 
 def _val_records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill; the rest is still good
-        if rec.get("kind") == "val":
-            records.append(rec)
-    return records
+    from hpcgan.train.run_dir import read_metrics
+
+    return [rec for rec in read_metrics(run_dir) if rec.get("kind") == "val"]
 
 
 def report_rows(out: Path, metric: str, maximize: bool = False) -> list[dict]:

@@ -110,3 +110,14 @@ def test_save_guard_sees_nonfinite_batchnorm_statistics():
     G(torch.tensor([[float("nan"), 0.0, 1.0], [1.0, 2.0, 3.0]]))  # the forward pass alone poisons the statistics
     assert not torch.isfinite(G[1].running_mean).all() and all(torch.isfinite(p).all() for p in G.parameters())
     assert not _finite_weights(tr)
+
+
+def test_cut_metrics_line_is_tolerated_and_truncated_on_resume(tmp_path):
+    from hpcgan.train.run_dir import RunDir, read_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"kind": "train", "step": 1}\n{"kind": "val", "ep')  # killed mid-write
+    assert read_metrics(tmp_path) == [{"kind": "train", "step": 1}]
+    run = RunDir(tmp_path, active=True)  # what a resumed job opens
+    run.append_jsonl("metrics.jsonl", {"kind": "train", "step": 2})
+    assert log.read_text() == '{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n'
