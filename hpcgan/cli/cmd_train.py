@@ -72,10 +72,18 @@ def run(args: argparse.Namespace) -> int:
         return dry_run(cfg, backend, args.world_size or [backend.size], args.resume)
     # Inputs every rank can check alone, agreed on before the first collective: bad input ends the job cleanly.
     backend.agree(lambda: check_training_inputs(cfg, backend, args.resume))
+    # One job per run directory: rank 0 takes the lock before anything is written; all ranks learn the outcome.
+    from hpcgan.train.run_lock import release_run_lock, take_run_lock
+
+    backend.agree(lambda: take_run_lock(cfg.run_dir) if backend.is_root else None)
     from hpcgan.train.trainer import train
 
-    with session.rank_local_errors():
-        code = train(cfg, backend, resume=args.resume)
+    try:
+        with session.rank_local_errors():
+            code = train(cfg, backend, resume=args.resume)
+    finally:
+        if backend.is_root:
+            release_run_lock(cfg.run_dir)  # the kernel would too, at exit; released here for in-process callers
     session.stop()
     return code
 
