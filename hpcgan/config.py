@@ -7,6 +7,7 @@ raise UserError naming the key, so the CLI can exit 2 with one line.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -282,6 +283,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load_config(name_or_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Preset (or defaults) + overrides -> validated frozen Config."""
     data: dict = _read_yaml(resolve_preset(name_or_path)) if name_or_path else {}
+    return config_from_mapping(data, overrides)
+
+
+def config_from_mapping(data: Mapping, overrides: Sequence[str] = ()) -> Config:
+    """A config mapping (a saved config, a checkpoint's) + dotted overrides -> validated frozen Config."""
+    data = copy.deepcopy(dict(data))
     for ov in overrides:
         keys, value = parse_override(ov)
         node = data

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcgan.config import Config, from_dict, load_config
+from hpcgan.config import Config, config_from_mapping
 from hpcgan.data.reader import ShardedReader
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
@@ -28,16 +28,7 @@ def load_generator(checkpoint: str, backend: Backend, overrides: Sequence[str] =
     """Config from the checkpoint (plus overrides), the workload, and G in eval mode on this rank's device."""
     path = ckpt.resolve_checkpoint(checkpoint)
     state = ckpt.load_checkpoint(path)
-    cfg = from_dict(Config, state["config"])
-    if overrides:
-        import yaml
-
-        tmp = Path(path).parent / f".override-{backend.rank}.yaml"
-        tmp.write_text(yaml.safe_dump(state["config"]))
-        try:
-            cfg = load_config(str(tmp), overrides)
-        finally:
-            tmp.unlink(missing_ok=True)
+    cfg = config_from_mapping(state["config"], overrides)  # nothing is written next to the checkpoint
     workload = get_workload(cfg)
     G = workload.build_generator()
     G.load_state_dict(state["G"])
