@@ -36,9 +36,17 @@ def rendezvous(info: ProcessInfo) -> tuple[str, int]:
         return addr
     if info.launcher == "slurm":
         hosts = expand_nodelist(os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", ""))
-        port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000 + int(os.environ.get("SLURM_STEP_ID", "0") or 0) % 100
+        port = slurm_rendezvous_port(int(os.environ.get("SLURM_JOB_ID", "0") or 0),
+                                     int(os.environ.get("SLURM_STEP_ID", "0") or 0))
         return (hosts[0] if hosts else "127.0.0.1"), int(os.environ.get("MASTER_PORT", port))
     return os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 29500))
+
+
+def slurm_rendezvous_port(job_id: int, step_id: int) -> int:
+    """A port in [20000, 60000) from (job, step): (job, step) and (job + k, 0) never meet for steps below 100
+    (the old sum job % 20000 + step % 100 made job J step k and job J + k step 0 share one); equal ports need
+    jobs 400 ids apart with the same step on the same first node."""
+    return 20000 + (job_id * 100 + step_id % 100) % 40000
 
 
 class TorchBackend(Backend):

@@ -137,7 +137,7 @@ def test_torch_rendezvous_from_environment(monkeypatch):
     monkeypatch.setenv("SLURM_STEP_ID", "2")
     slurm = ProcessInfo(rank=3, size=4, launcher="slurm", num_nodes=4)
     addr, port = rendezvous(slurm)
-    assert addr == "nid00012" and 20000 <= port < 40100
+    assert addr == "nid00012" and 20000 <= port < 60000
     assert rendezvous(slurm) == (addr, port)  # every rank computes the same address
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
     monkeypatch.setenv("MASTER_PORT", "29555")
@@ -149,3 +149,11 @@ def test_torch_rendezvous_alone_needs_no_fixed_port(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     addr, port = rendezvous(ProcessInfo())
     assert addr == "127.0.0.1" and port != 29500 and port > 0  # two one-process jobs on a host must not collide
+
+
+def test_slurm_rendezvous_ports_of_nearby_jobs_and_steps_differ():
+    from hpcgan.runtime.torch_backend import slurm_rendezvous_port
+
+    ports = {(j, s): slurm_rendezvous_port(j, s) for j in range(1000, 1300) for s in range(100)}
+    assert len(set(ports.values())) == len(ports)  # 30 000 (job, step) pairs, no two on one port
+    assert all(20000 <= p < 60000 for p in ports.values())
