@@ -205,33 +205,56 @@ hpcgan_finish() {
 
 # Before a training step: take the run directory for this job, or stop (exit 2) when another live job
 # holds it; two jobs writing one run directory would interleave their checkpoints. RUN_DIR_LOCK names the
-# holder's job id. A holder that squeue no longer lists as pending or running (it ended, was cancelled or
-# purged) is stale, so a job that died never blocks its resubmission; its requeue keeps its id and lock.
+# holder's job id and outlives the step, so a requeued job (same id) keeps the directory between its runs;
+# `hpcgan train` itself also holds an flock on run.lock while it runs. Reading, checking and writing
+# RUN_DIR_LOCK happen under flock(1) on $RUN_DIR_LOCK.mutex, so two jobs starting together cannot both take
+# it. A holder is stale only when squeue says it is gone: not listed, or "Invalid job id" (purged). Any other
+# squeue failure (slurmctld busy or down) means busy: the directory is never taken from a job that may run.
 hpcgan_use_run_dir() {
-    local holder state
     mkdir -p "$HPCGAN_RUN_DIR" || { echo "hpcgan job: cannot create HPCGAN_RUN_DIR=$HPCGAN_RUN_DIR" >&2; exit 2; }
-    if [ -n "${SLURM_JOB_ID:-}" ]; then
-        holder=$(cat "$RUN_DIR_LOCK" 2>/dev/null)
-        if [ -n "$holder" ] && [ "$holder" != "$SLURM_JOB_ID" ]; then
-            # The holder's own line: for the id of an array's first element, squeue lists the whole array.
-            state=$(squeue -h -j "$holder" -o "%A %T" 2>/dev/null | awk -v id="$holder" '$1 == id {print $2; exit}')
-            case $state in
-                PENDING|RUNNING|SUSPENDED|COMPLETING|CONFIGURING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|RESIZING|SIGNALING|STAGE_OUT|STOPPED)
-                    echo "hpcgan job: run directory $HPCGAN_RUN_DIR is in use by job $holder ($state); wait for" \
-                         "it or scancel it, or give this job another name or HPCGAN_RUN_DIR" >&2
-                    exit 2 ;;
-            esac
-        fi
-        echo "$SLURM_JOB_ID" > "$RUN_DIR_LOCK.$SLURM_JOB_ID" && mv -f "$RUN_DIR_LOCK.$SLURM_JOB_ID" "$RUN_DIR_LOCK"
-        sleep 1   # two jobs that started together: the last rename wins, the other one sees it and stops
-        holder=$(cat "$RUN_DIR_LOCK" 2>/dev/null)
-        if [ "$holder" != "$SLURM_JOB_ID" ]; then
-            echo "hpcgan job: run directory $HPCGAN_RUN_DIR was just taken by job $holder; give this job" \
-                 "another name or HPCGAN_RUN_DIR" >&2
-            exit 2
-        fi
+    [ -n "${SLURM_JOB_ID:-}" ] || { rm -f "$REQUEUE_MARKER"; return 0; }
+    local rc=0
+    exec 8>>"$RUN_DIR_LOCK.mutex" || { echo "hpcgan job: cannot open $RUN_DIR_LOCK.mutex" >&2; exit 2; }
+    if ! flock -w "${HPCGAN_LOCK_WAIT_S:-60}" 8; then
+        echo "hpcgan job: could not lock $RUN_DIR_LOCK.mutex within ${HPCGAN_LOCK_WAIT_S:-60} s (another job" \
+             "is taking $HPCGAN_RUN_DIR, or the file system has no flock)" >&2
+        exit 2
     fi
+    hpcgan_take_run_dir_locked || rc=$?
+    exec 8>&-   # releases the mutex
+    [ "$rc" -eq 0 ] || exit "$rc"
     rm -f "$REQUEUE_MARKER"
+}
+
+# The critical section of hpcgan_use_run_dir (the mutex is held): 0 when this job now holds RUN_DIR_LOCK.
+hpcgan_take_run_dir_locked() {
+    local holder state out err
+    holder=$(cat "$RUN_DIR_LOCK" 2>/dev/null)
+    if [ -n "$holder" ] && [ "$holder" != "$SLURM_JOB_ID" ]; then
+        err=$(mktemp)
+        if out=$(squeue -h -j "$holder" -o "%A %T" 2>"$err"); then
+            # The holder's own line: for the id of an array's first element, squeue lists the whole array.
+            state=$(awk -v id="$holder" '$1 == id {print $2; exit}' <<<"$out")
+        elif grep -qi "invalid job id" "$err"; then
+            state=""   # purged from slurmctld: long gone
+        else
+            echo "hpcgan job: run directory $HPCGAN_RUN_DIR is held by job $holder and squeue could not say" \
+                 "whether it still runs ($(head -n1 "$err")): treating it as busy; retry later" >&2
+            rm -f "$err"
+            return 2
+        fi
+        rm -f "$err"
+        case $state in
+            ""|COMPLETED|CANCELLED|FAILED|TIMEOUT|NODE_FAIL|PREEMPTED|BOOT_FAIL|DEADLINE|OUT_OF_MEMORY|REVOKED|SPECIAL_EXIT)
+                echo "hpcgan job: run directory $HPCGAN_RUN_DIR: lock of job $holder is stale" \
+                     "(${state:-not in squeue}); taking it" >&2 ;;
+            *)
+                echo "hpcgan job: run directory $HPCGAN_RUN_DIR is in use by job $holder ($state); wait for" \
+                     "it or scancel it, or give this job another name or HPCGAN_RUN_DIR" >&2
+                return 2 ;;
+        esac
+    fi
+    echo "$SLURM_JOB_ID" > "$RUN_DIR_LOCK.$SLURM_JOB_ID" && mv -f "$RUN_DIR_LOCK.$SLURM_JOB_ID" "$RUN_DIR_LOCK"
 }
 
 echo "hpcgan job ${SLURM_JOB_ID:-(no job)}: profile $HPCGAN_PROFILE, restart ${SLURM_RESTART_COUNT:-0}," \

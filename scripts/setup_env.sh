@@ -63,7 +63,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 
 # 3. Python dependencies ------------------------------------------------------
-DEPS=(mpi4py h5py numpy pyyaml matplotlib tqdm tensorboard scipy scikit-image astropy galsim optuna pytest pytest-timeout)
+DEPS=(mpi4py h5py numpy pyyaml matplotlib tqdm tensorboard scipy scikit-image astropy galsim optuna safetensors pytest pytest-timeout)
 missing=$("$PY" - "${DEPS[@]}" <<'PYEOF'
 import importlib.util, sys
 names = {"pyyaml": "yaml", "pytest-timeout": "pytest_timeout", "scikit-image": "skimage"}

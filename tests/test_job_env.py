@@ -79,3 +79,56 @@ def test_term_to_the_batch_script_still_reaches_hpcgan_finish(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 75, err
     assert "SIGTERM to the batch script: waiting for the step" in err
+
+
+def _fake_squeue(tmp_path: Path, body: str) -> dict:
+    """A `squeue` on PATH that runs `body` (bash): what the job script sees of slurmctld."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "squeue").write_text(f"#!/bin/bash\n{body}\n")
+    (bin_dir / "squeue").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def _take(tmp_path: Path, job_id: str, squeue: str) -> subprocess.CompletedProcess:
+    env = job_env(tmp_path, SLURM_JOB_ID=job_id, **_fake_squeue(tmp_path, squeue))
+    return subprocess.run(["bash", "-c", f'source "{REPO}/jobs/env.sh" && hpcgan_use_run_dir && echo took'],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("squeue,takes,says", [
+    ('echo "$3 RUNNING"', False, "is in use by job 41 (RUNNING)"),
+    ('echo "$3 PENDING"', False, "is in use by job 41 (PENDING)"),
+    ("exit 0", True, "lock of job 41 is stale (not in squeue)"),
+    ('echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1', True, "stale"),
+    ('echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2; exit 1', False,
+     "squeue could not say whether it still runs (slurm_load_jobs error: Socket timed out"),
+])
+def test_the_job_lock_is_stale_only_when_squeue_says_the_holder_is_gone(tmp_path, squeue, takes, says):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "job.lock").write_text("41\n")
+    out = _take(tmp_path, "42", squeue)
+    assert (out.returncode == 0 and out.stdout.strip() == "took") == takes, out
+    assert says in out.stderr, out
+    assert (tmp_path / "run" / "job.lock").read_text().strip() == ("42" if takes else "41")
+    if not takes:
+        assert out.returncode == 2
+
+
+@pytest.mark.timeout(120)
+def test_two_jobs_taking_a_stale_lock_at_once_cannot_both_start(tmp_path):
+    """The race of before: a stale holder, a slow squeue (2 s), two jobs at once. The check and the write
+    happen under one flock, so the second job sees the first one's id, which squeue lists as running."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "job.lock").write_text("41\n")
+    squeue = 'sleep 2; [ "$3" = 41 ] && exit 0; echo "$3 RUNNING"'  # 41 is gone; any other holder runs
+    env = {j: job_env(tmp_path, SLURM_JOB_ID=j, **_fake_squeue(tmp_path, squeue)) for j in ("50", "51")}
+    procs = [subprocess.Popen(["bash", "-c", f'source "{REPO}/jobs/env.sh" && hpcgan_use_run_dir && echo took'],
+                              env=env[j], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for j in env]
+    results = [p.communicate(timeout=60) for p in procs]
+    took = [j for j, p, (out, _) in zip(env, procs, results) if p.returncode == 0 and out.strip() == "took"]
+    assert len(took) == 1, results
+    assert (tmp_path / "run" / "job.lock").read_text().strip() == took[0]
+    loser = [err for j, (_, err) in zip(env, results) if j not in took][0]
+    assert f"is in use by job {took[0]} (RUNNING)" in loser

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from hpcgan.errors import AgreedError, UserError
 
 # Subcommand modules, in --help order.
-COMMANDS = ["train", "generate", "evaluate", "sweep", "data", "bench", "info"]
+COMMANDS = ["train", "generate", "evaluate", "export", "sweep", "data", "bench", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,9 @@ def _is_root(backend) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     _whole_lines()
     _crash_tracebacks()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        _preemption_signals_from_start()
     parser = build_parser()
     # Overrides (key=value) may stand anywhere among the options; argparse alone only takes one run of them.
     args, extra = parser.parse_known_args(argv)
@@ -62,6 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_guarded(lambda: _checked_torch() or args.func(args))
+
+
+def _preemption_signals_from_start() -> None:
+    """A preemption (SLURM's TERM, the job's USR2) during start-up (imports, data staging, the resume read)
+    is remembered, not fatal: the trainer checkpoints and exits for requeue at its first step boundary.
+    Installed before anything slow is imported. A bad HPCGAN_PREEMPT_SIGNALS is reported by the trainer."""
+    from hpcgan.runtime import signals
+
+    try:
+        signals.install()
+    except ValueError:
+        pass
 
 
 def _crash_tracebacks() -> None:

@@ -1,15 +1,20 @@
 """Atomic, verified checkpoints.
 
-File layout: one JSON header line {"magic", "sha256", "bytes"} followed by the
-torch.save payload. Written by rank 0 to a temporary name in the same folder,
-fsynced, then renamed, so a crash mid-write never leaves a half checkpoint
-under a real name; the folder is fsynced too so the rename survives a node
-failure. On load the checksum is verified before unpickling.
+A checkpoint is a plain `torch.save` file: `torch.load(path, weights_only=True)` opens it anywhere, and the
+generator's state dict is under the key "G" (its EMA copy, when trained with one, under "G_ema"). Its
+integrity record is a sidecar `ckpt-N.pt.sha256` in `sha256sum` format (`sha256sum -c` checks it too).
+Both are written by rank 0 to temporary names in the same folder, fsynced, then renamed, the checkpoint
+first, so a crash mid-write never leaves a half checkpoint under a real name, nor a record that does not
+match its file; the folder is fsynced too so the rename survives a node failure. On load the checksum is
+verified before unpickling when the sidecar exists (a checkpoint copied without it, or one whose write was
+cut between the two renames, still loads: it was renamed complete, and its zip structure ends in a central
+directory, so a truncated copy fails to open).
 
 A checkpoint is data, not a program: the payload holds tensors, numbers, strings, lists and dicts only
 (RNG states included, see rng_state) and is loaded with `weights_only=True`, so a planted file cannot run
 code in `train`'s resume, `evaluate` or `generate`. The checksum guards against truncation, not against
-tampering (anyone who can write the file can recompute it).
+tampering (anyone who can write the file can recompute it). Files of the earlier format (a JSON header line
+before the payload) still load, verified by their header.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch
 
 from hpcgan.errors import UserError
 
-MAGIC = "hpcgan-checkpoint-v1"
+LEGACY_MAGIC = "hpcgan-checkpoint-v1"  # the header line of checkpoints before 2026-12-03
 NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
@@ -33,37 +38,63 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:08d}.pt"
 
 
-def save_checkpoint(state: dict, directory: Path, step: int, keep: int) -> Path:
-    """Write atomically; then delete all but the newest `keep` checkpoints."""
-    directory.mkdir(parents=True, exist_ok=True)
+def sidecar(path: Path) -> Path:
+    """The integrity record of checkpoint `path`: `<sha256>  <name>` as sha256sum writes it."""
+    return path.with_name(path.name + ".sha256")
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (ENOSPC, EDQUOT, EIO, ...): the partial files are gone, the previous
+    checkpoints are intact. The trainer ends the job with the requeue code on this."""
+
+
+def save_checkpoint(state: dict, directory: Path, step: int, keep: int, protect: tuple[str, ...] = ()) -> Path:
+    """Write atomically; then delete all but the newest `keep` checkpoints (and their sidecars)."""
+    final = directory / checkpoint_name(step)
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    header = json.dumps({"magic": MAGIC, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
-    final = directory / checkpoint_name(step)
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    remove_stale_temporaries(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(directory)
+        sidecar(final).unlink(missing_ok=True)  # a record of an earlier file of this name must not outlive it
+        write_atomic(final, payload)
+        write_atomic(sidecar(final), f"{hashlib.sha256(payload).hexdigest()}  {final.name}\n".encode())
+    except OSError as e:
+        raise CheckpointWriteError(e.errno, f"checkpoint {final}: write failed ({e.strerror or e}); "
+                                   "the previous checkpoints are intact") from None
+    for old in list_checkpoints(directory)[:-keep]:
+        if old.name not in protect:
+            old.unlink(missing_ok=True)
+            sidecar(old).unlink(missing_ok=True)
+    return final
+
+
+def write_atomic(final: Path, data: bytes) -> None:
+    """Write data to a temporary name beside `final`, fsync, rename, fsync the folder. On any failure (a full
+    disk, EIO, a kill) the partial file is removed, so failed attempts do not pile up and fill the quota."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(header.encode() + b"\n")
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:  # a full disk (ENOSPC, EDQUOT), EIO, a kill: the partial file must not fill the quota
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return final
+    _fsync_dir(final.parent)
 
 
 def remove_stale_temporaries(directory: Path) -> None:
     """Partial files of earlier failed or killed writes (each had its own pid in the name). One writer per run
     directory (rank 0 of the one job holding it), so any temporary found here is stale."""
-    for p in directory.glob(".ckpt-*.pt.tmp-*"):
+    for p in [*directory.glob(".ckpt-*.pt.tmp-*"), *directory.glob(".ckpt-*.pt.sha256.tmp-*"),
+              *directory.glob(".best.pt*.tmp-*")]:
         p.unlink(missing_ok=True)
+    for record in directory.glob("*.pt.sha256"):  # a record whose checkpoint was rotated away by a killed job
+        if not record.with_name(record.name[:-len(".sha256")]).exists():
+            record.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -88,20 +119,34 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     """Verify the checksum, then load. UserError names the file and what is wrong."""
     try:
         with open(path, "rb") as f:
-            header_line = f.readline()
-            payload = f.read()
+            data = f.read()
     except OSError as e:
         raise UserError(f"checkpoint {path}: cannot read ({e.strerror})") from None
+    if data.startswith(b'{"magic"'):  # the earlier format: a JSON header line, then the payload
+        return _load_weights_only(path, _legacy_payload(path, data), map_location)
+    record = sidecar(Path(path))
+    if record.is_file():
+        want = record.read_text(errors="replace").split()[:1]
+        if [hashlib.sha256(data).hexdigest()] != want:
+            raise UserError(f"checkpoint {path}: checksum mismatch against {record.name} ({len(data)} bytes): "
+                            "the file is truncated or corrupted")
+    if not data.startswith(b"PK"):
+        raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (expected a torch.save zip file)")
+    return _load_weights_only(path, data, map_location)
+
+
+def _legacy_payload(path: Path, data: bytes) -> bytes:
+    header_line, _, payload = data.partition(b"\n")
     try:
         header = json.loads(header_line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (bad header)") from None
-    if not isinstance(header, dict) or header.get("magic") != MAGIC:
-        raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (expected magic {MAGIC})")
+    if not isinstance(header, dict) or header.get("magic") != LEGACY_MAGIC:
+        raise UserError(f"checkpoint {path}: not an hpcgan checkpoint (expected magic {LEGACY_MAGIC})")
     if len(payload) != header.get("bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise UserError(f"checkpoint {path}: checksum mismatch ({len(payload)} of {header.get('bytes')} bytes): "
                         "the file is truncated or corrupted")
-    return _load_weights_only(path, payload, map_location)
+    return payload
 
 
 # What checkpoints written before RNG states became tensors hold beyond plain types: numpy's RNG state
@@ -198,3 +243,13 @@ def set_rng_state(state: dict) -> None:
 def _as_tuples(x):
     """random.setstate wants tuples; a round trip through some serialisers gives lists."""
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def generator_state(state: dict, weights: str = "ema") -> tuple[dict, str]:
+    """The generator's state dict to use from a checkpoint: its EMA copy ("G_ema", trained with
+    train.ema_halflife_samples) by default, else the raw weights ("G"); returns (state dict, which)."""
+    if weights not in ("ema", "raw"):
+        raise UserError(f"--weights {weights!r}: expected ema or raw")
+    if weights == "ema" and state.get("G_ema") is not None:
+        return state["G_ema"], "ema"
+    return state["G"], "raw"

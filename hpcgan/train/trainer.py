@@ -69,6 +69,10 @@ class Meter:
         return {k: v / max(self.steps, 1) for k, v in zip(keys, values)}
 
 
+class CheckpointFailed(RuntimeError):
+    """The checkpoint write failed on rank 0 (every rank raises it together)."""
+
+
 class NonFiniteModel(RuntimeError):
     """The weights about to be checkpointed are not finite (never written)."""
 
@@ -186,6 +190,8 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     except NonFiniteModel as e:
         log(f"error: {e}")
         return EXIT_NONFINITE
+    except CheckpointFailed as e:
+        return checkpoint_failed(run, pos, str(e), log)
     finally:
         bar.close()
         run.close()
@@ -321,9 +327,17 @@ def save(tr: Training, run: RunDir, pos: Position) -> None:
         raise NonFiniteModel(f"the weights at global step {pos.global_step} are not finite: checkpoint not written, "
                              "the last one is intact (lower train.lr_g/train.lr_d)")
     state = checkpoint_state(tr, pos)
-    tr.backend.run_on_root(
-        (lambda: ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints))
-        if tr.backend.is_root else None)
+    failed: list[str] = []
+
+    def write() -> None:
+        try:
+            ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
+        except ckpt.CheckpointWriteError as e:
+            failed.append(e.strerror)
+
+    tr.backend.run_on_root(write if tr.backend.is_root else None)
+    if tr.backend.any(bool(failed)):  # every rank learns it, so all end together
+        raise CheckpointFailed(failed[0] if failed else "the checkpoint write failed on rank 0")
 
 
 def _finite_weights(tr: Training) -> bool:
@@ -344,6 +358,17 @@ def preempted(tr: Training, run: RunDir, pos: Position, log) -> int:
     run.write_json(signals.REQUEUE_MARKER, {"global_step": pos.global_step, "signal": sig})
     log(f"preempted ({sig}): checkpoint at step {pos.global_step} written; exiting {signals.EXIT_REQUEUE} for requeue")
     tr.backend.barrier()
+    return signals.EXIT_REQUEUE
+
+
+def checkpoint_failed(run: RunDir, pos: Position, message: str, log) -> int:
+    """A full disk, a quota, EIO: nothing is lost (the partial file is gone, the last checkpoint is intact),
+    so the job ends with the requeue code and resumes from that checkpoint once space is back."""
+    try:
+        run.write_json(signals.REQUEUE_MARKER, {"global_step": pos.global_step, "checkpoint_failed": message})
+    except OSError:
+        pass  # the same full disk: the exit code alone asks for the requeue
+    log(f"error: {message}; exiting {signals.EXIT_REQUEUE} so the job is requeued and resumes from it")
     return signals.EXIT_REQUEUE
 
 

@@ -23,20 +23,27 @@ class _RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _plant(path, marker):
-    """A file in hpcgan's own format (right magic, size and checksum) whose payload would call os.system."""
+def _plant(path, marker, legacy=False):
+    """A file in hpcgan's own format (a torch.save file with a matching sha256 sidecar, or the earlier
+    header-line format with the right magic, size and checksum) whose payload would call os.system."""
     buf = io.BytesIO()
     torch.save({"G": _RunsACommand(marker), "config": {}, "epoch": 0}, buf)
     payload = buf.getvalue()
-    header = json.dumps({"magic": ckpt.MAGIC, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header.encode() + b"\n" + payload)
+    if legacy:
+        header = json.dumps({"magic": ckpt.LEGACY_MAGIC, "sha256": hashlib.sha256(payload).hexdigest(),
+                             "bytes": len(payload)})
+        path.write_bytes(header.encode() + b"\n" + payload)
+    else:
+        path.write_bytes(payload)
+        ckpt.sidecar(path).write_text(f"{hashlib.sha256(payload).hexdigest()}  {path.name}\n")
     return path
 
 
-def test_planted_payload_is_refused_on_load(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_planted_payload_is_refused_on_load(tmp_path, legacy):
     marker = tmp_path / "ran"
-    path = _plant(tmp_path / "checkpoints" / ckpt.checkpoint_name(7), marker)
+    path = _plant(tmp_path / "checkpoints" / ckpt.checkpoint_name(7), marker, legacy)
     with pytest.raises(UserError, match=rf"checkpoint {path}: refused.*posix.system"):
         ckpt.load_checkpoint(path)
     assert not marker.exists()
@@ -66,7 +73,7 @@ def test_resume_skips_it_and_never_runs_it(tmp_path):
 def test_rng_state_is_plain_and_restores_exactly(tmp_path):
     path = ckpt.save_checkpoint({"rng": [ckpt.rng_state()]}, tmp_path, 1, 2)
     expect = (np.random.rand(3), random.random(), torch.rand(3))
-    state = torch.load(io.BytesIO(path.read_bytes().split(b"\n", 1)[1]), weights_only=True)  # plain torch.load
+    state = torch.load(path, weights_only=True)  # a checkpoint is a plain torch.save file
     ckpt.set_rng_state(state["rng"][0])
     assert np.array_equal(np.random.rand(3), expect[0]) and random.random() == expect[1]
     assert torch.equal(torch.rand(3), expect[2])
@@ -90,9 +97,10 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_previous(tmp_path, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ckpt.CheckpointWriteError, match=f"checkpoint {tmp_path / 'ckpt-00000002.pt'}: write "
+                                                        r"failed \(No space left on device\)"):
         ckpt.save_checkpoint({"w": torch.zeros(3)}, tmp_path, 2, 5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no temporaries, old one intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name, good.name + ".sha256"]  # no temporaries
     assert torch.equal(ckpt.load_checkpoint(good)["w"], torch.ones(3))
 
 
@@ -121,3 +129,53 @@ def test_cut_metrics_line_is_tolerated_and_truncated_on_resume(tmp_path):
     run = RunDir(tmp_path, active=True)  # what a resumed job opens
     run.append_jsonl("metrics.jsonl", {"kind": "train", "step": 2})
     assert log.read_text() == '{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n'
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_at_a_checkpoint_ends_with_the_requeue_code_and_loses_nothing(tmp_path, monkeypatch, capsys):
+    """The second checkpoint write hits ENOSPC: the job exits 75 (the job script requeues it) with one line
+    naming the path and the error, no partial file is left, and the resumed job continues from the first."""
+    import errno
+
+    from hpcgan.runtime import signals
+    from hpcgan.runtime.backend import LocalBackend
+    from hpcgan.runtime.env import ProcessInfo
+    from hpcgan.train.trainer import train
+
+    from conftest import tiny_config, write_crf
+
+    data = write_crf(tmp_path / "crf.h5", 32)
+    cfg = tiny_config(tmp_path, data, "train.epochs=3", "train.batch_size=4")
+    real_write, calls = ckpt.write_atomic, []
+
+    def fills_up(final, payload):
+        calls.append(final.name)
+        if len(calls) > 2:  # the first checkpoint and its record fit; the second does not
+            with open(final.with_name(f".{final.name}.tmp-{os.getpid()}"), "wb") as f:
+                f.write(payload[:100])  # a partial write, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(final, payload)
+
+    monkeypatch.setattr(ckpt, "write_atomic", fills_up)
+    backend = LocalBackend(ProcessInfo(), torch.device("cpu"))
+    try:
+        code = train(cfg, backend)
+    finally:
+        signals.uninstall()
+        signals.reset()
+    assert code == signals.EXIT_REQUEUE
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert len(err) == 1 and f"checkpoint {ckpt_dir / 'ckpt-00000016.pt'}: write failed (No space left on device)" \
+        in err[0], err
+    assert (tmp_path / "run" / signals.REQUEUE_MARKER).exists()
+    # The partial file would be removed by the real writer; the next save or start removes stale ones too.
+    monkeypatch.setattr(ckpt, "write_atomic", real_write)
+    assert [p.name for p in ckpt.list_checkpoints(ckpt_dir)] == ["ckpt-00000008.pt"]
+    try:
+        assert train(tiny_config(tmp_path, data, "train.epochs=3", "train.batch_size=4"), backend) == 0
+    finally:
+        signals.uninstall()
+        signals.reset()
+    assert "resumed from" in capsys.readouterr().err
+    assert [p.name for p in ckpt_dir.iterdir() if p.name.startswith(".")] == []
