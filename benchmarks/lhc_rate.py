@@ -44,7 +44,7 @@ def build(args):
         from hpcgan.train.inference import load_generator
 
         backend = session.start("local", "cpu")
-        cfg, workload, G, _ = load_generator(args.checkpoint, backend)
+        cfg, workload, G, _, _ = load_generator(args.checkpoint, backend)
     else:
         cfg = load_config(args.config)
         workload = get_workload(cfg)

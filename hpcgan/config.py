@@ -61,6 +61,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format for convnets on GPU
     compile: bool = False  # torch.compile (GPU needs compute capability >= 7.0)
     sync_batchnorm: bool = False  # batch statistics across ranks
+    d_spectral_norm: bool = False  # spectral normalisation of every conv and linear layer of D
     grad_compression: str = "none"  # none | fp16 | bf16: dtype of the gradient allreduce (half the bytes)
     max_steps: int = 0  # stop after this many optimizer steps in total (0: no limit)
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
@@ -70,11 +71,13 @@ class TrainConfig:
     nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss does
     figures: bool = True  # per-epoch sample figures and TensorBoard images
     fault: str = ""  # fault injection for tests: "RANK:STEP:raise|exit|hang"
+    ema_halflife_samples: int = 0  # generator EMA: weights averaged with this half-life in samples (0: off)
+    ema_rampup: float = 0.05  # EMA half-life at most this fraction of the samples seen so far (0: no ramp-up)
 
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "accumulation", "d_steps", "keep_checkpoints", "log_every"):
             _positive(f"train.{k}", getattr(self, k))
-        for k in ("warmup_steps", "max_steps", "checkpoint_every", "val_batches"):
+        for k in ("warmup_steps", "max_steps", "checkpoint_every", "val_batches", "ema_halflife_samples"):
             _at_least(f"train.{k}", getattr(self, k), 0)
         for k in ("lr_g", "lr_d"):
             _in_range(f"train.{k}", getattr(self, k), 0, math.inf, low_open=True)
@@ -82,6 +85,7 @@ class TrainConfig:
         _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice("train.grad_compression", self.grad_compression, ("none", "fp16", "bf16"))
+        _in_range("train.ema_rampup", self.ema_rampup, 0, math.inf)
         if self.warmup_samples and self.warmup_steps:
             raise UserError(f"config keys train.warmup_samples and train.warmup_steps: set one, not both "
                             f"(got {self.warmup_samples} and {self.warmup_steps}); warmup_samples means the same "
@@ -97,11 +101,14 @@ class LossConfig:
     gan: str = "lsgan"  # lsgan | hinge | nsgan (non-saturating)
     lambda_gan: float = 1.0  # weight of the adversarial term (0: pure regression baseline)
     lambda_match: float = 10.0  # weight of the L1 matching term
+    r1_gamma: float = 0.0  # R1 gradient penalty gamma/2 E|grad_x D(x)|^2 on real samples (0: off)
+    r1_interval: int = 16  # lazy R1: every this many steps, its loss scaled by the interval (1: every step)
 
     def __post_init__(self) -> None:
         _choice("loss.gan", self.gan, ("lsgan", "hinge", "nsgan"))
-        for k in ("lambda_gan", "lambda_match"):
+        for k in ("lambda_gan", "lambda_match", "r1_gamma"):
             _in_range(f"loss.{k}", getattr(self, k), 0, math.inf)
+        _positive("loss.r1_interval", self.r1_interval)
         if self.lambda_gan == 0 and self.lambda_match == 0:
             raise UserError("config keys loss.lambda_gan and loss.lambda_match: both 0 leave nothing to train "
                             "(expected at least one > 0)")

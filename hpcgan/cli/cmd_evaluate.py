@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcgan.cli.cmd_generate import add_weight_args
 from hpcgan.runtime import session
 from hpcgan.train.inference import generate_range, load_generator, open_for_inference, rank_range
 
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     p.add_argument("--max-samples", type=int, default=20000, help="evaluate the first N samples (default 20000)")
     p.add_argument("--batch-size", type=int, default=256)
+    add_weight_args(p, "--checkpoint")
     p.add_argument("--backend", default="auto", choices=["auto", "horovod", "torch", "local"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=run)
@@ -31,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     backend = session.start(args.backend, args.device)
-    cfg, workload, G, ckpt_path = load_generator(args.checkpoint, backend)
+    cfg, workload, G, ckpt_path, used = load_generator(args.checkpoint, backend, which=args.which,
+                                                       weights=args.weights)
     reader = open_for_inference(cfg, args.data, backend)
     workload.check_dataset(reader.attrs, args.data)
     run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else ckpt_path.parent.parent
@@ -52,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
             meta = {name: reader.read_meta(name)[:n] for name in (reader.attrs.get("meta") or {})}
             out.mkdir(parents=True, exist_ok=True)
             summary = workload.evaluate(inputs, real, fake, meta, out)
-            summary = {"checkpoint": str(ckpt_path), "data": args.data, "samples": n, **(summary or {})}
+            summary = {"checkpoint": str(ckpt_path), "weights": used, "data": args.data, "samples": n,
+                       **(summary or {})}
             plot_loss_curves(run_dir, out)
             (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
             print(workload.summary_table(summary))
-            print(f"evaluation of {ckpt_path} on {n} samples of {args.data}: figures and summary.json in {out}")
+            print(f"evaluation of {ckpt_path} ({used} generator) on {n} samples of {args.data}: figures and "
+                  f"summary.json in {out}")
 
         # Minutes on a large held-out set: the others wait in short polls, not in one timed barrier.
         backend.run_on_root(evaluate_on_root if backend.is_root else None)

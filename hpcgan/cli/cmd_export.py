@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hpcgan.cli.cmd_generate import add_weight_args
 from hpcgan.errors import UserError
 
 
@@ -11,8 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained generator as safetensors + its config (JSON)")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or checkpoint file")
     p.add_argument("--out", required=True, help="weights file (.safetensors); the config goes beside it (.json)")
-    p.add_argument("--weights", default="ema", choices=["ema", "raw"],
-                   help="the generator's EMA copy when the run kept one (default), or its raw weights")
+    add_weight_args(p, "--checkpoint")
     p.set_defaults(func=run)
 
 
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: expected a .safetensors file name")
-    path = ckpt.resolve_checkpoint(args.checkpoint)
+    path = ckpt.resolve_checkpoint(args.checkpoint, args.which)
     state = ckpt.load_checkpoint(path)
     weights, used = ckpt.generator_state(state, args.weights)
     record = {"workload": state["workload"], "weights": used, "checkpoint": str(path),

@@ -22,17 +22,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="input HDF5 file or glob (e.g. measured hits)")
     p.add_argument("--out", required=True, help="output HDF5 (inputs + generated targets, hpcgan data format)")
     p.add_argument("--batch-size", type=int, default=1024)
+    add_weight_args(p)
     p.add_argument("--backend", default="auto", choices=["auto", "horovod", "torch", "local"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=run)
 
 
+def add_weight_args(p: argparse.ArgumentParser, which_flag: str = "--which") -> None:
+    """Which checkpoint of a run directory and which of its generators (generate, evaluate, export)."""
+    p.add_argument(which_flag, dest="which", default="best", choices=["best", "last"],
+                   help="for a run directory: checkpoints/best.pt, the best validation value (default, when the "
+                        "run kept one), or the newest checkpoint")
+    p.add_argument("--weights", default="ema", choices=["ema", "raw"],
+                   help="the generator's EMA copy when the run kept one (default), or its raw weights")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: expected a positive integer")
     backend = session.start(args.backend, args.device)
-    cfg, workload, G, ckpt_path = load_generator(args.checkpoint, backend, args.overrides)
+    cfg, workload, G, ckpt_path, used = load_generator(args.checkpoint, backend, args.overrides, args.which,
+                                                       args.weights)
     if args.config:
         from hpcgan.config import load_config
 

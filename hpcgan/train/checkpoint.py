@@ -86,6 +86,20 @@ def write_atomic(final: Path, data: bytes) -> None:
     _fsync_dir(final.parent)
 
 
+BEST_NAME = "best.pt"
+
+
+def keep_best(checkpoint: Path) -> Path:
+    """Copy a just-written checkpoint to best.pt beside it (atomically, with its sidecar). Its name does not
+    match ckpt-N.pt, so rotation never removes it; a resume still continues from the newest ckpt-N.pt."""
+    data = checkpoint.read_bytes()
+    best = checkpoint.with_name(BEST_NAME)
+    sidecar(best).unlink(missing_ok=True)
+    write_atomic(best, data)
+    write_atomic(sidecar(best), f"{hashlib.sha256(data).hexdigest()}  {best.name}\n".encode())
+    return best
+
+
 def remove_stale_temporaries(directory: Path) -> None:
     """Partial files of earlier failed or killed writes (each had its own pid in the name). One writer per run
     directory (rank 0 of the one job holding it), so any temporary found here is stale."""
@@ -191,11 +205,18 @@ def find_resume_checkpoint(directory: Path, log=print) -> Path | None:
     return None
 
 
-def resolve_checkpoint(path_or_run: str) -> Path:
-    """A checkpoint file, or a run directory (its newest valid checkpoint)."""
+def resolve_checkpoint(path_or_run: str, which: str = "best") -> Path:
+    """A checkpoint file, or a run directory: its best.pt (the best validation value, when the run kept one)
+    for which="best", else (or for "last") its newest valid checkpoint."""
+    if which not in ("best", "last"):
+        raise UserError(f"--checkpoint {which!r}: expected best or last")
     p = Path(path_or_run)
     if p.is_dir():
-        found = find_resume_checkpoint(p / "checkpoints" if (p / "checkpoints").is_dir() else p)
+        directory = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        if which == "best" and (directory / BEST_NAME).is_file():
+            load_checkpoint(directory / BEST_NAME)  # verified: a damaged best.pt is an error, not a fallback
+            return directory / BEST_NAME
+        found = find_resume_checkpoint(directory)
         if found is None:
             raise UserError(f"{p}: no valid checkpoint found (expected checkpoints/ckpt-*.pt)")
         return found

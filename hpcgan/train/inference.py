@@ -24,16 +24,20 @@ def rank_range(n: int, rank: int, size: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
-def load_generator(checkpoint: str, backend: Backend, overrides: Sequence[str] = ()) -> tuple[Config, Workload, nn.Module, Path]:
-    """Config from the checkpoint (plus overrides), the workload, and G in eval mode on this rank's device."""
-    path = ckpt.resolve_checkpoint(checkpoint)
+def load_generator(checkpoint: str, backend: Backend, overrides: Sequence[str] = (), which: str = "best",
+                   weights: str = "ema") -> tuple[Config, Workload, nn.Module, Path, str]:
+    """Config from the checkpoint (plus overrides), the workload, G in eval mode on this rank's device, the
+    checkpoint's path and which weights G holds ("ema" or "raw"). For a run directory `which` picks best.pt
+    (when the run kept one) or the newest checkpoint ("last"); `weights` the EMA copy (when kept) or raw."""
+    path = ckpt.resolve_checkpoint(checkpoint, which)
     state = ckpt.load_checkpoint(path)
     cfg = config_from_mapping(state["config"], overrides)  # nothing is written next to the checkpoint
     workload = get_workload(cfg)
     G = workload.build_generator()
-    G.load_state_dict(state["G"])
+    weights_dict, used = ckpt.generator_state(state, weights)
+    G.load_state_dict(weights_dict)
     G.to(backend.device).eval()
-    return cfg, workload, G, path
+    return cfg, workload, G, path, used
 
 
 def open_for_inference(cfg: Config, path: str, backend: Backend) -> ShardedReader:

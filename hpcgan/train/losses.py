@@ -62,3 +62,15 @@ class GANLoss:
             stats["g_adv"] = adv.detach()
         stats["g_loss"] = loss.detach()
         return loss, stats
+
+    def r1_penalty(self, D, cond: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """R1 (Mescheder et al. 2018): gamma/2 E_x |grad_x D(x)|^2 over real samples, D's score of a sample
+        being the sum over its scales of the mean over patches. Computed in fp32 with autocast off whatever
+        the step's precision: a squared input gradient under- and overflows in fp16. Returns (the penalty
+        to back-propagate, the mean squared gradient norm, detached)."""
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            x = real.detach().float().requires_grad_(True)
+            score = sum(o.float().flatten(1).mean(1).sum() for o in D(cond.detach().float(), x))
+            (grad,) = torch.autograd.grad(score, x, create_graph=True)
+            norm2 = grad.pow(2).flatten(1).sum(1).mean()
+        return 0.5 * self.cfg.r1_gamma * norm2, norm2.detach()

@@ -15,6 +15,7 @@ Precision (autocast dtype, fp32 parts) comes from the workload's policy: hpcgan/
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -24,6 +25,7 @@ from torch import nn
 
 from hpcgan.config import Config
 from hpcgan.runtime.backend import Backend
+from hpcgan.train.checkpoint import unwrap
 from hpcgan.train.losses import GANLoss
 from hpcgan.train.schedule import lr_factor
 from hpcgan.workloads import Workload, get_workload, precision
@@ -77,6 +79,8 @@ class Training:
     step_count: int = 0  # optimizer steps taken (drives the LR schedule)
     data: dict = field(default_factory=dict)  # the training data's fingerprint (files, samples), checked on resume
     sync_timer: "DeviceTimer" = None  # type: ignore[assignment]  # time in gradient sync, read per log interval
+    G_ema: nn.Module | None = None  # the generator's moving average (train.ema_halflife_samples), or None
+    best: dict = field(default_factory=dict)  # {"metric", "mode", "value", "global_step"} of checkpoints/best.pt
 
     def __post_init__(self) -> None:
         if self.sync_timer is None:
@@ -134,6 +138,14 @@ class Training:
                     d_loss, d_stats = self.loss.d_loss(self.D, cond, real, fake.detach(), valid)
                 self.backward(d_loss, scale)
                 g_stats.update(d_stats)
+                if self.loss.cfg.r1_gamma > 0:  # D regularisation, lazy: every r1_interval steps, scaled by it
+                    k = self.loss.cfg.r1_interval
+                    if self.step_count % k == 0:
+                        r1, norm2 = self.loss.r1_penalty(self.D, cond, real)
+                        self.backward(r1 * k, scale)
+                        g_stats["d_r1"] = norm2 * k  # its per-step mean over a log interval: E|grad|^2
+                    else:
+                        g_stats["d_r1"] = torch.zeros((), device=self.device)
             for k, v in g_stats.items():
                 sums[k] = sums.get(k, 0.0) + v.float() * scale
         return sums
@@ -165,6 +177,29 @@ class Training:
             self.scaler.step(self.opt_d)
         self.scaler.update()
         self.step_count += 1
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """G_ema <- beta G_ema + (1 - beta) G after an optimizer step, beta = 0.5 ** (global batch / half-life):
+        the half-life is in samples, so it means the same at every rank count and batch size. As in
+        stylegan2-ada the half-life ramps up (at most ema_rampup x the samples seen), so the average does not
+        drag the random initialisation along. Every rank holds the same synchronised G, so every rank's
+        G_ema is the same without communication. Buffers (BatchNorm's running statistics) are copied from
+        G, not averaged: the statistics of the current weights, which the averaged weights are close to."""
+        if self.G_ema is None:
+            return
+        c = self.cfg.train
+        batch = self.cfg.global_batch(self.backend.size)
+        halflife = float(c.ema_halflife_samples)
+        if c.ema_rampup > 0:
+            halflife = min(halflife, self.step_count * batch * c.ema_rampup)
+        beta = 0.5 ** (batch / max(halflife, 1e-8))
+        G = unwrap(self.G)
+        for p_ema, p in zip(self.G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
 
     def skip_overflow(self) -> None:
         """An fp16 gradient overflow on some rank (all ranks agree): drop the update and lower the loss scale.
@@ -227,9 +262,11 @@ class Training:
 
     @torch.no_grad()
     def generate(self, cond: torch.Tensor) -> torch.Tensor:
-        self.G.eval()
+        """Validation's generator: the EMA copy when the run keeps one, else G."""
+        G = self.G_ema if self.G_ema is not None else self.G
+        G.eval()
         with self.autocast():
-            return self.G(self.to_device(cond, cond)[0]).float()
+            return G(self.to_device(cond, cond)[0]).float()
 
 
 def _any_nonfinite(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -272,6 +309,18 @@ class DeviceTimer:
         return total
 
 
+def spectral_normed(D: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every conv and linear weight of D, through torch's own
+    parametrisation: the state dict holds the raw weight and the power iteration's vectors, so checkpoints,
+    resume and broadcast carry them. One power iteration per training forward, the same on every rank."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for module in list(D.modules()):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)):
+            spectral_norm(module)
+    return D
+
+
 def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     """Models on the device, optimizers, precision; parameters broadcast from rank 0."""
     device = backend.device
@@ -282,6 +331,8 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     if cfg.train.sync_batchnorm and backend.size > 1:
         G = backend.convert_sync_batchnorm(G)
         D = backend.convert_sync_batchnorm(D)
+    if cfg.train.d_spectral_norm:
+        D = spectral_normed(D)
     channels_last = cfg.train.channels_last and workload.convnet and device.type == "cuda"
     G.to(device)
     D.to(device)
@@ -306,7 +357,14 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
         else:
             G = torch.compile(G)
             D = torch.compile(D)
+    G_ema = None
+    if cfg.train.ema_halflife_samples > 0:  # starts as G's copy (already broadcast: the same on every rank)
+        G_ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)
+        log(f"generator EMA: half-life {cfg.train.ema_halflife_samples:,} samples "
+            f"(ramp-up {cfg.train.ema_rampup:g} of the samples seen); validation, evaluate, generate and export "
+            "use it")
     # Different noise/dropout per rank from here on, reproducible per (seed, rank).
     torch.manual_seed(cfg.seed + 7919 * (backend.rank + 1))
     return Training(cfg=cfg, backend=backend, workload=workload, G=G, D=D, opt_g=opt_g, opt_d=opt_d,
-                    loss=GANLoss(cfg.loss), device=device, dtype=dtype, scaler=scaler, channels_last=channels_last)
+                    loss=GANLoss(cfg.loss), device=device, dtype=dtype, scaler=scaler, channels_last=channels_last,
+                    G_ema=G_ema)

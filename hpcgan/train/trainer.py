@@ -182,9 +182,15 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
 
             # Section: end of epoch.
             pos.epoch, pos.step_in_epoch = epoch + 1, 0
+            best = False
             if val_reader is not None:
-                validate(tr, run, val_reader, epoch, pos.global_step, log)
-            save(tr, run, pos)
+                best = is_new_best(tr, validate(tr, run, val_reader, epoch, pos.global_step, log), pos)
+            save(tr, run, pos, best=best)
+            if best:
+                run.log_metrics({"kind": "best", "step": pos.global_step, "epoch": epoch + 1, **tr.best,
+                                 "checkpoint": f"checkpoints/{ckpt.BEST_NAME}"}, pos.global_step)
+                log(f"best so far: {tr.best['metric']} {tr.best['value']:.4g} at epoch {epoch + 1} "
+                    f"-> checkpoints/{ckpt.BEST_NAME}")
         log(f"done: {cfg.train.epochs} epoch(s), {pos.global_step} steps; outputs in {cfg.run_dir}")
         return 0
     except NonFiniteModel as e:
@@ -314,10 +320,27 @@ def checkpoint_state(tr: Training, pos: Position) -> dict:
         "rng": rngs, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
         "step_count": tr.step_count, "world_size": tr.backend.size, "workload": tr.cfg.workload,
         "config": tr.cfg.to_dict(), "data": tr.data,
+        **({"G_ema": tr.G_ema.state_dict()} if tr.G_ema is not None else {}),
+        **({"best": tr.best} if tr.best else {}),
     }
 
 
-def save(tr: Training, run: RunDir, pos: Position) -> None:
+def is_new_best(tr: Training, metrics: dict, pos: Position) -> bool:
+    """Whether this validation beats the best so far on the workload's selection metric (tr.best updated)."""
+    if tr.workload.selection is None:
+        return False
+    name, mode = tr.workload.selection
+    value = metrics.get(name)
+    if value is None or not np.isfinite(value):
+        return False
+    old = tr.best.get("value") if tr.best.get("metric") == name else None
+    if old is not None and not (value < old if mode == "min" else value > old):
+        return False
+    tr.best = {"metric": name, "mode": mode, "value": float(value), "global_step": pos.global_step}
+    return True
+
+
+def save(tr: Training, run: RunDir, pos: Position, best: bool = False) -> None:
     """All ranks call; rank 0 writes while the others wait in short polls (no long barrier to time out);
     nobody races ahead of, or exits before, the write.
 
@@ -331,9 +354,12 @@ def save(tr: Training, run: RunDir, pos: Position) -> None:
 
     def write() -> None:
         try:
-            ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
-        except ckpt.CheckpointWriteError as e:
-            failed.append(e.strerror)
+            path = ckpt.save_checkpoint(state, run.checkpoints, pos.global_step, tr.cfg.train.keep_checkpoints)
+            if best:
+                ckpt.keep_best(path)
+        except OSError as e:
+            failed.append(e.strerror if isinstance(e, ckpt.CheckpointWriteError) else
+                          f"checkpoint {run.checkpoints / ckpt.BEST_NAME}: write failed ({e.strerror or e})")
 
     tr.backend.run_on_root(write if tr.backend.is_root else None)
     if tr.backend.any(bool(failed)):  # every rank learns it, so all end together
@@ -395,8 +421,9 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
         return Position()
     state = found["state"]
     meta = backend.broadcast_object(None if state is None else {
-        k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
-                                  "scaler", "workload", "config", "data")})
+        **{k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
+                                     "scaler", "workload", "config", "data", "best")},
+        "has_ema": state.get("G_ema") is not None})
     if meta["workload"] != tr.cfg.workload:
         raise AgreedError([f"checkpoint {path}: trained workload {meta['workload']!r}, "
                            f"config says {tr.cfg.workload!r}"])
@@ -406,12 +433,19 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
         ckpt.unwrap(tr.D).load_state_dict(state["D"])
         tr.opt_g.load_state_dict(state["opt_g"])
         tr.opt_d.load_state_dict(state["opt_d"])
+        if tr.G_ema is not None:
+            tr.G_ema.load_state_dict(state.get("G_ema") or ckpt.unwrap(tr.G).state_dict())
     backend.broadcast_module(ckpt.unwrap(tr.G))
     backend.broadcast_module(ckpt.unwrap(tr.D))
+    if tr.G_ema is not None:
+        backend.broadcast_module(tr.G_ema)
+        if not meta["has_ema"]:
+            log(f"notice: checkpoint {path} has no generator EMA; it starts from the resumed weights")
     backend.broadcast_optimizer(tr.opt_g)
     backend.broadcast_optimizer(tr.opt_d)
     tr.load_scaler_state(meta["scaler"], log)
     tr.step_count = meta["step_count"]
+    tr.best = meta.get("best") or {}
     tr.set_lr()
     pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
     changed = resume_changes(meta, tr.cfg, backend.size)

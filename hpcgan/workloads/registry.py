@@ -54,6 +54,10 @@ class Workload(ABC):
         simulation's track-finding efficiency, a Bernoulli probability per particle."""
         return None
 
+    # The validation metric that picks checkpoints/best.pt and its direction ("min" or "max"); None: no
+    # selection (the newest checkpoint is the one evaluated).
+    selection: tuple[str, str] | None = ("l1", "min")
+
     def validation_sums(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                         valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Sums over the batch's samples of additive statistics (float64 scalars or arrays). The trainer adds

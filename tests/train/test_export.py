@@ -66,7 +66,7 @@ def test_export_loads_without_the_trainer_and_matches(trained, tmp_path, capsys)
     assert res.returncode == 0, res.stderr
     from hpcgan.train.inference import load_generator
 
-    _, _, G, _ = load_generator(str(trained), LocalBackend(ProcessInfo(), torch.device("cpu")))
+    _, _, G, _, _ = load_generator(str(trained), LocalBackend(ProcessInfo(), torch.device("cpu")), weights="raw")
     torch.manual_seed(0)
     x = torch.randn(2, 44, 16, 16)
     with torch.no_grad():

@@ -87,3 +87,22 @@ def test_compressed_gradients_stay_close_to_uncompressed(tmp_path, run_mpi, run_
     assert float(diffs.max()) < 2e-3
     assert float((diffs < 2e-5).double().mean()) > 0.9
     assert float(diffs.max()) > 0  # the compression did change something: the setting reached the allreduce
+
+
+@pytest.mark.timeout(400)
+def test_toolkit_two_ranks_match_one_process(tmp_path, run_mpi, run_single):
+    """R1 (each rank penalises its own real samples, gradients averaged), spectral-norm D (the same power
+    iteration on every rank), hinge and the generator EMA (averaged from the synchronised weights, no
+    communication): 2 ranks x b still equal 1 process x 2b, the EMA copy included."""
+    data = write_crf(tmp_path / "crf.h5", 16)
+    toolkit = ["loss.r1_gamma=1.0", "loss.r1_interval=2", "train.d_spectral_norm=true", "loss.gan=hinge",
+               "train.ema_halflife_samples=32"]
+    one = run_single([_hpcgan(), *args(data, tmp_path / "one", 16, "local"), *toolkit], timeout=180)
+    assert one.returncode == 0, one.describe()
+    run_mpi(2, [_hpcgan(), *args(data, tmp_path / "two", 8, "horovod"), *toolkit], timeout=240)
+    s1, s2 = (ckpt.load_checkpoint(ckpt.list_checkpoints(r / "checkpoints")[-1]) for r in (tmp_path / "one",
+                                                                                               tmp_path / "two"))
+    for key in ("G", "D", "G_ema"):
+        for k, v in s1[key].items():
+            if v.is_floating_point():
+                torch.testing.assert_close(s2[key][k], v, rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}.{k}: {m}")

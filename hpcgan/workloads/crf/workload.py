@@ -41,6 +41,7 @@ def target_names(n: int) -> list[str]:
 @register("crf", generator=synth, converters={"crf-npz": convert_npz})
 class CRFWorkload(Workload):
     convnet = True
+    selection = ("spec_high", "min")  # the validation spectral gap: |log power ratio| in the high band
     # Convolutions in bf16/fp16 (autocast keeps norms in fp32); losses are reduced in fp32 (train/losses.py).
     precision = Precision()
 

@@ -30,6 +30,7 @@ METHODS = ("gan", "richardson_lucy", "wiener", "input")
 @register("galaxy", generator=synth, converters={"galaxy-fits": convert_fits})
 class GalaxyWorkload(Workload):
     convnet = True
+    selection = ("psnr", "max")  # validation PSNR
 
     # Models.
     def build_generator(self) -> nn.Module:

@@ -126,6 +126,7 @@ class FastSimDiscriminator(nn.Module):
 @register("lhc-fastsim", generator=synth_fastsim)
 class LHCFastSimWorkload(Workload):
     convnet = False
+    selection = ("width_distance", "min")  # mean |log spread ratio| over the five parameters
 
     def build_generator(self) -> nn.Module:
         c = self.cfg.lhc
@@ -178,6 +179,8 @@ class LHCFastSimWorkload(Workload):
             spread[tag] = np.sqrt(np.maximum(np.asarray(sums[f"z2_{tag}"]) / n - mean ** 2, 0.0))
         for k, name in enumerate(self.SPREAD_NAMES):  # 0 when the GAN finds no track
             out[f"spread_ratio_{name}"] = float(spread["gan"][k] / max(spread["real"][k], 1e-12))
+        ratios = [max(out[f"spread_ratio_{name}"], 1e-12) for name in self.SPREAD_NAMES]
+        out["width_distance"] = float(np.mean(np.abs(np.log(ratios))))  # 0 when every width matches
         return out
 
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:

@@ -25,6 +25,8 @@ from hpcgan.workloads.registry import Workload, batch_sum, register
 @register("lhc", generator=synth, converters={"trackml": convert_trackml})
 class LHCWorkload(Workload):
     convnet = False
+    # Validation has the fit (the target), not the truth, so no width ratio: the model-space mean |GAN - fit|.
+    selection = ("l1", "min")
     # The MLPs train in bf16 or fp16; the geometry around them does not (see precision.py).
     precision = Precision(fp32=("lhc.frame", "lhc.linear_seed", "lhc.helix_points"),
                           why="(r/sigma)^2 weights overflow fp16; 1e-4 relative hit precision is below bf16's")
