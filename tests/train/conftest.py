@@ -76,3 +76,23 @@ def write_shaped(path, workload: str, n: int, input_shape: tuple, target_shape: 
                     target_channels=[f"t{i}" for i in range(target_shape[0])],
                     input_stats=stats_in, target_stats=stats_out, provenance={"test": "write_shaped"})
     return str(path)
+
+
+@pytest.fixture
+def clean_signals():
+    """Trainer tests in this process: the preemption handlers the trainer installs are removed after each."""
+    from hpcgan.runtime import signals
+
+    yield
+    signals.uninstall()
+    signals.reset()
+
+
+def local():
+    """The one-process backend on CPU."""
+    import torch
+
+    from hpcgan.runtime.backend import LocalBackend
+    from hpcgan.runtime.env import ProcessInfo
+
+    return LocalBackend(ProcessInfo(), torch.device("cpu"))

@@ -8,25 +8,14 @@ import pytest
 import torch
 
 from hpcgan.cli.main import main
-from hpcgan.runtime import signals
-from hpcgan.runtime.backend import LocalBackend
-from hpcgan.runtime.env import ProcessInfo
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.step import build_training
 from hpcgan.train.trainer import train
 
-from conftest import tiny_config, write_crf
+from conftest import local, tiny_config, write_crf
 
 
-@pytest.fixture(autouse=True)
-def _signals():
-    yield
-    signals.uninstall()
-    signals.reset()
-
-
-def local() -> LocalBackend:
-    return LocalBackend(ProcessInfo(), torch.device("cpu"))
+pytestmark = pytest.mark.usefixtures("clean_signals")
 
 
 def test_ema_update_is_the_half_life_average(tmp_path, crf_data):

@@ -9,22 +9,15 @@ import torch
 from torch import nn
 
 from hpcgan.config import LossConfig
-from hpcgan.runtime import signals
-from hpcgan.runtime.backend import LocalBackend
-from hpcgan.runtime.env import ProcessInfo
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.losses import GANLoss
 from hpcgan.train.step import build_training
 from hpcgan.train.trainer import train
 
-from conftest import tiny_config
+from conftest import local, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _signals():
-    yield
-    signals.uninstall()
-    signals.reset()
+pytestmark = pytest.mark.usefixtures("clean_signals")
 
 
 class LinearD(nn.Module):
@@ -55,10 +48,6 @@ def test_r1_matches_the_analytic_gradient_in_fp32_under_any_autocast(autocast):
     r1.backward()
     torch.testing.assert_close(D.w.grad, gamma * w)                   # d/dw of gamma/2 |w|^2
     assert D.u.grad is None or torch.count_nonzero(D.u.grad) == 0     # the condition is not penalised
-
-
-def local() -> LocalBackend:
-    return LocalBackend(ProcessInfo(), torch.device("cpu"))
 
 
 def test_spectral_norm_parametrises_every_conv_and_linear_of_d(tmp_path, crf_data):

@@ -7,24 +7,13 @@ import pytest
 import torch
 
 from hpcgan.errors import AgreedError
-from hpcgan.runtime import signals
-from hpcgan.runtime.backend import LocalBackend
-from hpcgan.runtime.env import ProcessInfo
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.trainer import EXIT_NONFINITE, train
 
-from conftest import tiny_config, write_crf
+from conftest import local, tiny_config, write_crf
 
 
-@pytest.fixture(autouse=True)
-def _signals():
-    yield
-    signals.uninstall()
-    signals.reset()
-
-
-def local() -> LocalBackend:
-    return LocalBackend(ProcessInfo(), torch.device("cpu"))
+pytestmark = pytest.mark.usefixtures("clean_signals")
 
 
 def final_weights(run_dir) -> dict:
