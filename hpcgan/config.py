@@ -53,6 +53,7 @@ class TrainConfig:
     lr_g: float = 2e-4  # generator learning rate for one batch_size batch (scaled, see train/schedule.py)
     lr_d: float = 2e-4  # discriminator learning rate for one batch_size batch (scaled likewise)
     betas: tuple = (0.5, 0.999)  # Adam betas for both networks
+    optimizer: str = "adam"  # adam | extra_adam (Adam with extrapolation, Gidel et al. 2019; hpcgan/train/optim.py)
     lr_scaling: str = "sqrt"  # sqrt | linear | none: LR x f(ranks x accumulation); sqrt suits Adam
     warmup_samples: int = 0  # linear LR warm-up over this many training samples (the same at any rank count)
     warmup_steps: int = 0  # older form: warm-up in optimizer steps (shrinks with ranks); use warmup_samples
@@ -82,6 +83,7 @@ class TrainConfig:
         for k in ("lr_g", "lr_d"):
             _in_range(f"train.{k}", getattr(self, k), 0, math.inf, low_open=True)
         _choice("train.amp", self.amp, ("auto", "off", "bf16", "fp16"))
+        _choice("train.optimizer", self.optimizer, ("adam", "extra_adam"))
         _choice("train.lr_scaling", self.lr_scaling, ("linear", "sqrt", "none"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice("train.grad_compression", self.grad_compression, ("none", "fp16", "bf16"))

@@ -1,15 +1,15 @@
 """One GAN optimisation step, backend-agnostic: the unit both the trainer and the benchmarks time.
 
-Order per micro-batch (pix2pixHD's): fake = G(cond) once; G phase with D
-frozen (adversarial + matching loss, plus the workload's likelihood_loss if any,
-backward into G only); D phase on
-fake.detach(). After all micro-batches the trainer checks losses and
+The step is a list of phases (hpcgan/train/phases.py: G_main, D_main, D_reg, G_ema, each with its
+network, loss and interval). Per micro-batch (pix2pixHD's order): fake = G(cond) once, then each due
+gradient phase in list order, its loss back-propagated into its own network (D is frozen in G's phase;
+D's phases see fake.detach()). After all micro-batches the trainer checks losses and
 gradients for NaN/Inf on every rank (nonfinite_flags, agreed in its control
-allreduce); then both phases' gradients are averaged over ranks explicitly,
-once, fused into flat buffers (Backend.sync_gradient_groups), and both
-optimizers step. No hook-based optimizer wrapper: in a GAN, G's
+allreduce); then each network's gradients are averaged over ranks explicitly,
+once, fused into flat buffers (Backend.sync_gradient_groups), the optimizers step, and the after-step
+phases (the generator EMA) run. No hook-based optimizer wrapper: in a GAN, G's
 backward runs through D and would fire D's hooks (STYLE.md, Horovod #2559/#796).
-Extra discriminator steps (train.d_steps > 1) use fresh fakes drawn without grad.
+Extra discriminator rounds (train.d_steps > 1) run D's phases on fresh fakes drawn without grad.
 Precision (autocast dtype, fp32 parts) comes from the workload's policy: hpcgan/workloads/precision.py.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ from hpcgan.config import Config
 from hpcgan.runtime.backend import Backend
 from hpcgan.train.checkpoint import unwrap
 from hpcgan.train.losses import GANLoss
+from hpcgan.train.optim import at_iterate, build_optimizer
+from hpcgan.train.phases import Micro, Phase, build_phases
 from hpcgan.train.schedule import lr_factor
 from hpcgan.workloads import Workload, get_workload, precision
 
@@ -45,19 +47,6 @@ GRAD_COMPRESSION = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """No parameter gradients for `module` inside the block (D during the G phase)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 @dataclass
@@ -81,10 +70,24 @@ class Training:
     sync_timer: "DeviceTimer" = None  # type: ignore[assignment]  # time in gradient sync, read per log interval
     G_ema: nn.Module | None = None  # the generator's moving average (train.ema_halflife_samples), or None
     best: dict = field(default_factory=dict)  # {"metric", "mode", "value", "global_step"} of checkpoints/best.pt
+    phases: list[Phase] = field(default_factory=list)  # the step as data (phases.build_phases)
 
     def __post_init__(self) -> None:
         if self.sync_timer is None:
             self.sync_timer = DeviceTimer(self.device)
+        if not self.phases:
+            self.phases = build_phases(self.cfg)
+
+    @property
+    def networks(self) -> list[str]:
+        """The networks some gradient phase trains, in sync and step order ("G", then "D" if adversarial)."""
+        return [n for n in ("G", "D") if any(p.network == n and p.loss is not None for p in self.phases)]
+
+    def module(self, network: str) -> nn.Module:
+        return self.G if network == "G" else self.D
+
+    def optimizer(self, network: str) -> torch.optim.Optimizer:
+        return self.opt_g if network == "G" else self.opt_d
 
     @property
     def grad_compression(self) -> torch.dtype | None:
@@ -111,73 +114,73 @@ class Training:
         self.scaler.scale(loss * scale).backward()
 
     def forward_backward(self, micro: Sequence[Prepared]) -> dict[str, torch.Tensor]:
-        """Accumulate G and D gradients over micro-batches (cond, real, valid), prepared and on the device."""
+        """Accumulate every due phase's gradients over the micro-batches (cond, real, valid), prepared and on
+        the device; returns the phases' statistics, averaged over the micro-batches."""
         self.G.train()
         self.D.train()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
+        for network in self.networks:
+            self.optimizer(network).zero_grad(set_to_none=True)
         # BatchNorm's running statistics change in the forward pass: kept, so a skipped step can undo them.
         self._buffers_before = [(b, b.detach().clone()) for m in (self.G, self.D) for b in m.buffers()]
+        rounds = {"G": self.step_count, "D": self.step_count * self.cfg.train.d_steps}
+        self._d_round = rounds["D"]  # the extra D rounds of this step follow it
         scale = 1.0 / len(micro)
         sums: dict[str, torch.Tensor] = {}
         for cond, real, valid in micro:
             cond, real = self.to_device(cond, real)
             with self.autocast():
                 fake = self.G(cond)
-            # G phase: D frozen, so G's backward through D leaves D's gradients untouched.
-            with frozen(self.D), self.autocast():
-                g_loss, g_stats = self.loss.g_loss(self.D, cond, real, fake, valid)
-                nll = self.workload.likelihood_loss(self.G, cond, real)
-                if nll is not None:
-                    g_loss = g_loss + nll
-                    g_stats.update(g_nll=nll.detach(), g_loss=g_loss.detach())
-            self.backward(g_loss, scale)
-            # D phase on the same fakes, detached.
-            if self.loss.adversarial:
-                with self.autocast():
-                    d_loss, d_stats = self.loss.d_loss(self.D, cond, real, fake.detach(), valid)
-                self.backward(d_loss, scale)
-                g_stats.update(d_stats)
-                if self.loss.cfg.r1_gamma > 0:  # D regularisation, lazy: every r1_interval steps, scaled by it
-                    k = self.loss.cfg.r1_interval
-                    if self.step_count % k == 0:
-                        r1, norm2 = self.loss.r1_penalty(self.D, cond, real)
-                        self.backward(r1 * k, scale)
-                        g_stats["d_r1"] = norm2 * k  # its per-step mean over a log interval: E|grad|^2
-                    else:
-                        g_stats["d_r1"] = torch.zeros((), device=self.device)
-            for k, v in g_stats.items():
+            stats = self.run_phases(Micro(cond, real, valid, fake), rounds, scale, self.networks)
+            for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v.float() * scale
         return sums
 
+    def run_phases(self, m: Micro, rounds: dict[str, int], scale: float,
+                   networks: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The gradient phases of `networks` on one micro-batch, in list order: each due phase's loss,
+        times its interval, back-propagated with weight `scale`. Returns their statistics."""
+        stats: dict[str, torch.Tensor] = {}
+        for phase in self.phases:
+            if phase.loss is None or phase.network not in networks:
+                continue
+            if not phase.due(rounds[phase.network]):
+                stats.update({k: torch.zeros((), device=self.device) for k in phase.idle_stats})
+                continue
+            loss, phase_stats = phase.loss(self, m)
+            if phase.interval > 1:  # lazy: the loss of the due rounds, scaled up to its per-round mean
+                loss = loss * phase.interval
+                phase_stats = {k: v * phase.interval for k, v in phase_stats.items()}
+            self.backward(loss, scale)
+            stats.update(phase_stats)
+        return stats
+
     def gradients(self) -> list[torch.Tensor]:
-        params = list(self.G.parameters()) + (list(self.D.parameters()) if self.loss.adversarial else [])
-        return [p.grad for p in params if p.grad is not None]
+        return [p.grad for n in self.networks for p in self.module(n).parameters() if p.grad is not None]
 
     def nonfinite_flags(self, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(any loss non-finite, any gradient non-finite) on this rank, as device tensors: no host sync."""
         return _any_nonfinite(list(stats.values()), self.device), _any_nonfinite(self.gradients(), self.device)
 
     def sync_and_step(self, skip: bool = False) -> None:
-        """Average each phase's gradients over ranks (once), then step; `skip` drops the update."""
+        """Average each network's gradients over ranks (once, all networks' buckets issued together), step
+        the optimizers, then run the after-step phases; `skip` drops the update."""
         if skip:
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_d.zero_grad(set_to_none=True)
+            for network in self.networks:
+                self.optimizer(network).zero_grad(set_to_none=True)
             with torch.no_grad():  # the skipped step leaves no trace, its (possibly NaN) statistics included
                 for buf, before in getattr(self, "_buffers_before", []):
                     buf.copy_(before)
             return
         with self.sync_timer.measure():  # G's and D's buckets issued together, then waited for
-            self.backend.sync_gradient_groups({"G": self.G.parameters(),
-                                               **({"D": self.D.parameters()} if self.loss.adversarial else {})},
+            self.backend.sync_gradient_groups({n: self.module(n).parameters() for n in self.networks},
                                               self.grad_compression)
         self.set_lr()
-        self.scaler.step(self.opt_g)
-        if self.loss.adversarial:
-            self.scaler.step(self.opt_d)
+        for network in self.networks:
+            self.scaler.step(self.optimizer(network))
         self.scaler.update()
         self.step_count += 1
-        self.update_ema()
+        if any(p.network == "G_ema" for p in self.phases):
+            self.update_ema()
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -187,10 +190,12 @@ class Training:
         drag the random initialisation along. Every rank holds the same synchronised G, so every rank's
         G_ema is the same without communication. Buffers (BatchNorm's running statistics) are copied from
         G, not averaged: the statistics of the current weights, which the averaged weights are close to."""
-        if self.G_ema is None:
-            return
+        if self.G_ema is None or not at_iterate(self.opt_g):
+            return  # between ExtraAdam's halves G is a look-ahead point, not an iterate
         c = self.cfg.train
         batch = self.cfg.global_batch(self.backend.size)
+        if c.optimizer == "extra_adam":
+            batch *= 2  # one average per full extragradient step: the samples of both halves
         halflife = float(c.ema_halflife_samples)
         if c.ema_rampup > 0:
             halflife = min(halflife, self.step_count * batch * c.ema_rampup)
@@ -224,19 +229,19 @@ class Training:
         self.scaler.load_state_dict(state)
 
     def extra_d_steps(self, micro: Sequence[Prepared]) -> None:
-        """train.d_steps - 1 further discriminator updates on fresh fakes (each skipped if any rank's
-        gradients are non-finite: one extra flag collective per extra step)."""
-        if not self.loss.adversarial:
+        """train.d_steps - 1 further discriminator rounds on fresh fakes: D's phases (lazy R1 where due), each
+        round synced and stepped on its own, and skipped if any rank's gradients are non-finite (one extra
+        flag collective per extra round)."""
+        if "D" not in self.networks:
             return
-        for _ in range(self.cfg.train.d_steps - 1):
+        for j in range(1, self.cfg.train.d_steps):
+            rounds = {"D": self._d_round + j}
             self.opt_d.zero_grad(set_to_none=True)
             for cond, real, valid in micro:
                 cond, real = self.to_device(cond, real)
                 with torch.no_grad(), self.autocast():
                     fake = self.G(cond)
-                with self.autocast():
-                    d_loss, _ = self.loss.d_loss(self.D, cond, real, fake, valid)
-                self.backward(d_loss, 1.0 / len(micro))
+                self.run_phases(Micro(cond, real, valid, fake), rounds, 1.0 / len(micro), ["D"])
             bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None], self.device)
             if self.backend.allreduce(bad.float().reshape(1), op="max", name="d_flag").item() > 0:
                 self.opt_d.zero_grad(set_to_none=True)
@@ -342,10 +347,8 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     backend.broadcast_module(G)
     backend.broadcast_module(D)
     log(f"parameters: G {count_parameters(G):,}  D {count_parameters(D):,}")
-    betas = tuple(cfg.train.betas)
-    fused = device.type == "cuda"
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=betas, fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=betas, fused=fused)
+    opt_g = build_optimizer(G.parameters(), cfg.train.lr_g, cfg.train, device)
+    opt_d = build_optimizer(D.parameters(), cfg.train.lr_d, cfg.train, device)
     dtype = amp_dtype(cfg.train.amp, device, workload)
     log(precision.describe(dtype, workload.precision))
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))

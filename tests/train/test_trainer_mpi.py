@@ -89,14 +89,22 @@ def test_compressed_gradients_stay_close_to_uncompressed(tmp_path, run_mpi, run_
     assert float(diffs.max()) > 0  # the compression did change something: the setting reached the allreduce
 
 
+TOOLKITS = {"adam": ["loss.r1_gamma=1.0", "loss.r1_interval=2", "train.d_spectral_norm=true", "loss.gan=hinge",
+                      "train.ema_halflife_samples=32"],
+            # ExtraAdam's halves alternate identically on every rank; lazy R1 also lands in extra D rounds
+            "extra_adam": ["loss.r1_gamma=1.0", "loss.r1_interval=3", "train.d_spectral_norm=true",
+                           "loss.gan=hinge", "train.ema_halflife_samples=32", "train.optimizer=extra_adam",
+                           "train.d_steps=2"]}
+
+
 @pytest.mark.timeout(400)
-def test_toolkit_two_ranks_match_one_process(tmp_path, run_mpi, run_single):
+@pytest.mark.parametrize("variant", list(TOOLKITS))
+def test_toolkit_two_ranks_match_one_process(tmp_path, run_mpi, run_single, variant):
     """R1 (each rank penalises its own real samples, gradients averaged), spectral-norm D (the same power
     iteration on every rank), hinge and the generator EMA (averaged from the synchronised weights, no
-    communication): 2 ranks x b still equal 1 process x 2b, the EMA copy included."""
+    communication), ExtraAdam: 2 ranks x b still equal 1 process x 2b, the EMA copy included."""
     data = write_crf(tmp_path / "crf.h5", 16)
-    toolkit = ["loss.r1_gamma=1.0", "loss.r1_interval=2", "train.d_spectral_norm=true", "loss.gan=hinge",
-               "train.ema_halflife_samples=32"]
+    toolkit = TOOLKITS[variant]
     one = run_single([_hpcgan(), *args(data, tmp_path / "one", 16, "local"), *toolkit], timeout=180)
     assert one.returncode == 0, one.describe()
     run_mpi(2, [_hpcgan(), *args(data, tmp_path / "two", 8, "horovod"), *toolkit], timeout=240)

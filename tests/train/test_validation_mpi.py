@@ -2,6 +2,7 @@
 see different datasets stop together (real mpirun)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -64,3 +65,26 @@ def test_ranks_reading_different_datasets_stop_together(tmp_path, run_mpi):
         assert line.split("hpcgan: error: ", 1)[1].startswith(
             "data.path: rank 1 sees 1 file(s) (b.h5), 12 samples"), job.describe()
     assert "aborting" not in job.text, job.describe()
+
+
+@pytest.mark.timeout(400)
+def test_two_rank_evaluate_takes_the_ema_generator_of_the_best_checkpoint(tmp_path, run_mpi):
+    """Trained and evaluated at 2 ranks: evaluate's default is checkpoints/best.pt (the epoch the metrics
+    log names as best) with its EMA generator, says so, and --checkpoint last --weights raw takes the newest
+    checkpoint's trained weights."""
+    train, val = write_crf(tmp_path / "train.h5", 16), write_crf(tmp_path / "val.h5", 8, seed=1)
+    run = tmp_path / "run"
+    run_mpi(2, [HPCGAN, "train", "--config", "crf-small", *TINY, f"data.path={train}", f"run_dir={run}",
+                f"data.val_path={val}", "train.batch_size=4", "train.epochs=3", "train.ema_halflife_samples=16",
+                "train.keep_checkpoints=1"], timeout=240)
+    best = [r for r in read_metrics(run) if r["kind"] == "best"][-1]
+    state = ckpt.load_checkpoint(run / "checkpoints" / ckpt.BEST_NAME)
+    assert state["global_step"] == best["step"] and "G_ema" in state
+    job = run_mpi(2, [HPCGAN, "evaluate", run, "--data", val, "--out", tmp_path / "ev"], timeout=240)
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["checkpoint"].endswith(f"checkpoints/{ckpt.BEST_NAME}") and summary["weights"] == "ema"
+    assert f"checkpoints/{ckpt.BEST_NAME} (ema generator)" in job.output
+    run_mpi(2, [HPCGAN, "evaluate", run, "--data", val, "--out", tmp_path / "ev2", "--checkpoint", "last",
+                "--weights", "raw"], timeout=240)
+    summary = json.loads((tmp_path / "ev2" / "summary.json").read_text())
+    assert summary["checkpoint"].endswith(ckpt.checkpoint_name(6)) and summary["weights"] == "raw"
