@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ from hpcgan.train.losses import GANLoss
 from hpcgan.train.optim import at_iterate, build_optimizer
 from hpcgan.train.phases import Micro, Phase, build_phases
 from hpcgan.train.schedule import lr_factor
-from hpcgan.workloads import Workload, get_workload, precision
+from hpcgan.workloads import Workload, get_workload, noise as sample_noise, precision
 
 
 def amp_dtype(choice: str, device: torch.device, workload: Workload | None = None) -> torch.dtype | None:
@@ -41,6 +42,10 @@ def amp_dtype(choice: str, device: torch.device, workload: Workload | None = Non
 
 # A micro-batch ready for the step: (cond, real, valid mask or None), on the device.
 Prepared = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+# Which samples a step's micro-batches hold: (epoch, the global dataset indices of each micro-batch). With it
+# the generator's noise is per sample (hpcgan/workloads/noise.py): the same at any rank count.
+Samples = tuple[int, Sequence[np.ndarray]]
 
 GRAD_COMPRESSION = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -113,9 +118,10 @@ class Training:
     def backward(self, loss: torch.Tensor, scale: float) -> None:
         self.scaler.scale(loss * scale).backward()
 
-    def forward_backward(self, micro: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+    def forward_backward(self, micro: Sequence[Prepared], samples: Samples | None = None) -> dict[str, torch.Tensor]:
         """Accumulate every due phase's gradients over the micro-batches (cond, real, valid), prepared and on
-        the device; returns the phases' statistics, averaged over the micro-batches."""
+        the device; returns the phases' statistics, averaged over the micro-batches. `samples`: which samples
+        they are, for per-sample noise (None: torch's generator, as benchmarks and inference use)."""
         self.G.train()
         self.D.train()
         for network in self.networks:
@@ -126,14 +132,22 @@ class Training:
         self._d_round = rounds["D"]  # the extra D rounds of this step follow it
         scale = 1.0 / len(micro)
         sums: dict[str, torch.Tensor] = {}
-        for cond, real, valid in micro:
+        for a, (cond, real, valid) in enumerate(micro):
             cond, real = self.to_device(cond, real)
-            with self.autocast():
+            with sample_noise.keyed(self.noise_keys(samples, a, purpose=0)), self.autocast():
                 fake = self.G(cond)
             stats = self.run_phases(Micro(cond, real, valid, fake), rounds, scale, self.networks)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v.float() * scale
         return sums
+
+    def noise_keys(self, samples: Samples | None, micro_index: int, purpose: int) -> torch.Tensor | None:
+        """The per-sample noise keys of one micro-batch for one use of G (0: the step's fakes, j: extra D
+        round j's), or None without `samples`."""
+        if samples is None:
+            return None
+        epoch, indices = samples
+        return sample_noise.sample_keys(self.cfg.seed, epoch, indices[micro_index], purpose)
 
     def run_phases(self, m: Micro, rounds: dict[str, int], scale: float,
                    networks: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -228,7 +242,7 @@ class Training:
             return
         self.scaler.load_state_dict(state)
 
-    def extra_d_steps(self, micro: Sequence[Prepared]) -> None:
+    def extra_d_steps(self, micro: Sequence[Prepared], samples: Samples | None = None) -> None:
         """train.d_steps - 1 further discriminator rounds on fresh fakes: D's phases (lazy R1 where due), each
         round synced and stepped on its own, and skipped if any rank's gradients are non-finite (one extra
         flag collective per extra round)."""
@@ -237,9 +251,9 @@ class Training:
         for j in range(1, self.cfg.train.d_steps):
             rounds = {"D": self._d_round + j}
             self.opt_d.zero_grad(set_to_none=True)
-            for cond, real, valid in micro:
+            for a, (cond, real, valid) in enumerate(micro):
                 cond, real = self.to_device(cond, real)
-                with torch.no_grad(), self.autocast():
+                with torch.no_grad(), sample_noise.keyed(self.noise_keys(samples, a, purpose=j)), self.autocast():
                     fake = self.G(cond)
                 self.run_phases(Micro(cond, real, valid, fake), rounds, 1.0 / len(micro), ["D"])
             bad = _any_nonfinite([p.grad for p in self.D.parameters() if p.grad is not None], self.device)
@@ -366,7 +380,7 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
         log(f"generator EMA: half-life {cfg.train.ema_halflife_samples:,} samples "
             f"(ramp-up {cfg.train.ema_rampup:g} of the samples seen); validation, evaluate, generate and export "
             "use it")
-    # Different noise/dropout per rank from here on, reproducible per (seed, rank).
+    # Draws outside per-sample noise (benchmarks, direct tr.step calls): per rank, reproducible per (seed, rank).
     torch.manual_seed(cfg.seed + 7919 * (backend.rank + 1))
     return Training(cfg=cfg, backend=backend, workload=workload, G=G, D=D, opt_g=opt_g, opt_d=opt_d,
                     loss=GANLoss(cfg.loss), device=device, dtype=dtype, scaler=scaler, channels_last=channels_last,

@@ -137,13 +137,16 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     steps_run = 0  # finite optimizer steps in this process (tells a diverging LR from a bad start)
     try:
         for epoch in range(pos.epoch, cfg.train.epochs):
-            batches = reader.epoch(epoch, start_step=pos.step_in_epoch * cfg.train.accumulation)
-            for step_in_epoch in range(pos.step_in_epoch, steps_per_epoch):
+            start = pos.step_in_epoch
+            batches = reader.epoch(epoch, start_step=start * cfg.train.accumulation)
+            for step_in_epoch in range(start, steps_per_epoch):
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.train.accumulation)]
                 t_data = time.perf_counter() - t0
                 prepared = [tr.prepare(batch) for batch in micro]
-                stats = tr.forward_backward(prepared)
+                first = (step_in_epoch - start) * cfg.train.accumulation
+                samples = (epoch, batches.batches[first:first + cfg.train.accumulation])  # for per-sample noise
+                stats = tr.forward_backward(prepared, samples)
                 if fault is not None and faults.poisons_gradients(fault, backend.rank, pos.global_step + 1):
                     faults.poison(tr.gradients())
 
@@ -160,7 +163,7 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
                 else:
                     tr.sync_and_step()
                     steps_run += 1
-                tr.extra_d_steps(prepared)
+                tr.extra_d_steps(prepared, samples)
                 pos.global_step += 1
                 pos.epoch, pos.step_in_epoch = epoch, step_in_epoch + 1
                 if not bad_loss:

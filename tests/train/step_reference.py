@@ -1,9 +1,11 @@
 """Short training runs whose final weights pin the optimisation step down (test_step_reference.py).
 
-`python tests/train/step_reference.py` rewrites tests/train/data/step_reference.json from the current code;
-it was first written from main at fbd8c1d, before the step became a list of phases, so the test shows the
-phase list reproduces the step it replaced. Rewrite it only for a change that is meant to change training,
-and say so in the commit. Each run: a few optimizer steps in one process on tiny synthetic data; the
+`python tests/train/step_reference.py` rewrites tests/train/data/step_reference.json from the current code.
+It was first written from main at fbd8c1d, before the step became a list of phases; the phase list
+reproduced all six runs bit for bit (commit 92f8545). It was rewritten once since, when the generator's
+noise became per sample (hpcgan/workloads/noise.py): the five runs with noise changed by design, the one
+without (galaxy) stayed identical. Rewrite it only for a change that is meant to change training, and say
+so in the commit. Each run: a few optimizer steps in one process on tiny synthetic data; the
 record per tensor of G, D (and G_ema) is (sum, sum of |x|, first value), in float64.
 """
 from __future__ import annotations

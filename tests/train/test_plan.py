@@ -20,6 +20,7 @@ SIZES = (1, 16, 128, 1024)
 DATA = {
     "crf": (3100, 600, (44, 256, 256), (3, 256, 256)),
     "crf-small": (1024, 256, (44, 32, 32), (3, 32, 32)),
+    "crf-clouds-dist": (3100, 600, (44, 256, 256), (3, 256, 256)),
     "lhc": (1048576, 65536, (4, 10), (35,)),
     "lhc-small": (40960, 8192, (4, 10), (35,)),
     "lhc-fastsim": (1048576, 65536, (5,), (6,)),
@@ -28,7 +29,7 @@ DATA = {
     "galaxy-small": (1024, 256, (3, 64, 64), (3, 64, 64)),
 }
 # The rank counts at which a preset's training set cannot fill one batch per rank (the job would stop).
-TOO_FEW = {"crf": {1024}, "crf-small": {1024}, "lhc": set(), "lhc-small": {1024}, "lhc-fastsim": set(),
+TOO_FEW = {"crf": {1024}, "crf-small": {1024}, "crf-clouds-dist": {1024}, "lhc": set(), "lhc-small": {1024}, "lhc-fastsim": set(),
            "lhc-fastsim-small": {1024}, "galaxy": set(), "galaxy-small": {1024}}
 
 

@@ -1,6 +1,6 @@
 """The step as a list of phases reproduces the step it replaced: six short runs (every workload, accumulation,
 extra D steps, hinge, the fast simulation's likelihood term, R1/spectral norm/EMA) end with the weights
-recorded before the change (step_reference.py, recorded from fbd8c1d)."""
+recorded before the change (step_reference.py: recorded from fbd8c1d, and again for per-sample noise)."""
 from __future__ import annotations
 
 import json

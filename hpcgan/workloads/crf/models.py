@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpcgan.workloads import noise as sample_noise
+
 NORMS = ("batch", "instance", "none")
 
 
@@ -38,7 +40,7 @@ class ConvBlock(nn.Sequential):
             layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=norm == "none"), _norm(norm, c_out),
                        nn.LeakyReLU(0.2, inplace=True)]
             if dropout > 0:
-                layers.append(nn.Dropout2d(dropout))
+                layers.append(sample_noise.Dropout2d(dropout))
         super().__init__(*layers)
 
 
@@ -74,8 +76,7 @@ class UNetGenerator(nn.Module):
                              f"got {tuple(cond.shape[-2:])}")
         x = cond
         if self.noise_channels:
-            noise = torch.randn(cond.shape[0], self.noise_channels, *cond.shape[2:],
-                                device=cond.device, dtype=cond.dtype)
+            noise = sample_noise.randn(cond.shape[0], (self.noise_channels, *cond.shape[2:]), like=cond)
             x = torch.cat([cond, noise], dim=1)
         skips = []
         for i, block in enumerate(self.down):

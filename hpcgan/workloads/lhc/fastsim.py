@@ -41,6 +41,7 @@ from hpcgan.workloads.lhc import metrics, space
 from hpcgan.workloads.lhc import synth_fastsim
 from hpcgan.workloads.lhc.models import ResBlock
 from hpcgan.workloads.registry import Workload, register
+from hpcgan.workloads import noise as sample_noise
 
 EVAL_JSON = "lhc_fastsim_evaluation.json"
 FIG_METRICS = "lhc_fastsim_metrics.png"
@@ -73,11 +74,11 @@ class FastSimGenerator(nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         truth, feats = truth_features(cond)
-        noise = torch.randn(len(cond), self.noise_dim, device=cond.device, dtype=feats.dtype)
+        noise = sample_noise.randn(len(cond), (self.noise_dim,), like=feats)
         out = self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
         reco = truth + out * space.resolution_scale(truth)
         prob = torch.sigmoid(self.found_logit(cond)).detach()  # fitted by likelihood_loss, not by D
-        found = (torch.rand(prob.shape, device=prob.device, dtype=prob.dtype) < prob).float()
+        found = (sample_noise.rand(len(prob), tuple(prob.shape[1:]), like=prob) < prob).float()
         lost = space.params_to_model(torch.zeros_like(reco))
         return torch.cat([found * space.params_to_model(reco) + (1 - found) * lost, found], dim=1)
 

@@ -21,6 +21,7 @@ from torch import nn
 from hpcgan.workloads.lhc.helix import C_LIGHT, detector
 from hpcgan.workloads.lhc import space
 from hpcgan.workloads.precision import full_precision
+from hpcgan.workloads import noise as sample_noise
 
 PSI_SCALE = 10.0  # psi feature = psi [rad] * 10 (|psi| <~ 0.6 rad at 1 m for pT = 0.5 GeV)
 DZ_SCALE = 100.0  # mm per unit of the dz features and of z0 - z_ref
@@ -127,7 +128,7 @@ class LHCGenerator(_Geometry):
             seed_feats = torch.stack([s["qpt"] / space.QPT_SCALE, s["dphi0"] * PSI_SCALE, s["eta"],
                                       s["d0"] / space.D0_SCALE, (s["z0"] - f["z_ref"]) / DZ_SCALE], dim=1)
             feats = torch.cat([feats, seed_feats, s["pull_rphi"], s["pull_z"]], dim=1)
-        noise = torch.randn(cond.shape[0], self.noise_dim, device=cond.device, dtype=cond.dtype)
+        noise = sample_noise.randn(cond.shape[0], (self.noise_dim,), like=cond)
         out = self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))) + self.skip(feats)
         out = out.float()
         if self.seed:
