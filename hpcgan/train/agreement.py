@@ -48,18 +48,9 @@ def agree_on_buffers(tr: Training) -> None:
     tr.backend.average_buffers(ckpt.unwrap(tr.D), group="D.buffers")
 
 
-# Keys that decide which samples the steps of an epoch read; the ranks count too (checked separately).
+# Keys that decide which samples the steps of an epoch read; the ranks count too (hpcgan/train/resume.py).
 EPOCH_ORDER_KEYS = ("train.batch_size", "train.accumulation", "seed", "data.shuffle", "data.shuffle_block",
                     "data.remainder", "data.cache")
-
-
-def resume_changes(meta: dict, cfg: Config, world_size: int) -> list[str]:
-    """What changed since the checkpoint (its config and world size) that decides which samples the steps of
-    an epoch read, as 'key old -> new'. Empty: the run continues exactly where it stopped."""
-    changed = epoch_order_changes(meta.get("config") or {}, cfg)
-    if meta["world_size"] != world_size:
-        changed.insert(0, f"ranks {meta['world_size']} -> {world_size} (RNG streams reseeded)")
-    return changed
 
 
 def epoch_order_changes(old: dict, cfg: Config) -> list[str]:

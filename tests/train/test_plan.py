@@ -171,7 +171,8 @@ def test_validation_plan_when_ranks_outnumber_samples():
 @pytest.mark.timeout(300)
 def test_dry_run_previews_the_resume(tmp_path, crf_data, capsys):
     """With a checkpoint in the run directory the dry run says what resuming would do: continue exactly,
-    restart the interrupted epoch (other batch size or rank count), or stop (other training data)."""
+    continue the interrupted epoch with the samples not yet consumed (other batch size or rank count),
+    restart it (another seed: its order is another), or stop (other training data)."""
     from hpcgan.runtime import signals
     from hpcgan.runtime.backend import LocalBackend
     from hpcgan.runtime.env import ProcessInfo
@@ -190,9 +191,14 @@ def test_dry_run_previews_the_resume(tmp_path, crf_data, capsys):
     assert main(base + [f"data.path={crf_data}", "train.batch_size=4"]) == 0
     out = capsys.readouterr().out
     assert out.count("step 3; ") == 2 and "epoch 1, step 3; continues exactly" in out
-    assert "changed: ranks 1 -> 2 (RNG streams reseeded); the interrupted epoch restarts from its first step" in out
+    assert ("ranks 1 -> 2: epoch 1 continues with the 20 samples not yet consumed (12 of 32 trained, 3 global "
+            "batches of 1 rank(s)) in 2 steps of 8; 4 left out (no whole global batch)") in out
     assert main(base + [f"data.path={crf_data}", "train.batch_size=2"]) == 0
-    assert "changed: train.batch_size 4 -> 2; the interrupted epoch restarts" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train.batch_size 4 -> 2: epoch 1 continues with the 20 samples not yet consumed" in out
+    assert "ranks 1 -> 2; train.batch_size 4 -> 2: epoch 1 continues" in out and "in 5 steps of 4" in out
+    assert main(base + [f"data.path={crf_data}", "train.batch_size=4", "seed=99"]) == 0
+    assert "restarts from its first step" in capsys.readouterr().out
     other = write_crf(tmp_path / "other.h5", 24)
     assert main(base + [f"data.path={other}", "train.batch_size=4"]) == 2
     assert "resume needs the same training data" in capsys.readouterr().err
