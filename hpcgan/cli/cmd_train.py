@@ -149,6 +149,7 @@ def _open_datasets(cfg, world_size: int) -> tuple[dict, dict | None, dict | None
             continue
         try:
             with make_reader(cfg, 0, world_size, path, train=key == "data.path") as reader:
+                reader.scan_finite(0, 1)  # the dry run is one process: the whole data set
                 sizes[key] = reader.num_samples
                 if key == "data.path":
                     attrs, fingerprint = reader.attrs, reader.fingerprint()

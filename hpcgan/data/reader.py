@@ -223,6 +223,14 @@ def continued_plan(n: int, rank: int, size: int, batch_size: int, seed: int, epo
     return _samples_at(rank_slices(rows, rank, size), n, table)
 
 
+_SCANNED: set[str] = set()  # digests of data sets whose finite-value scan passed in this process
+
+
+def mark_scanned(reader: "ShardedReader") -> None:
+    """Remember that every share of this data set's scan passed (the caller agreed on it across ranks)."""
+    _SCANNED.add(reader.scan_key())
+
+
 class ShardedReader:
     """Rank `rank` of `size`: its share of each epoch as (inputs, targets, valid) CPU tensor batches
     (float32, float32, bool or None: module doc)."""
@@ -230,7 +238,7 @@ class ShardedReader:
     def __init__(self, path_or_glob: str | os.PathLike | Sequence[str], rank: int, size: int, batch_size: int,
                  seed: int, *, shuffle: bool = True, shuffle_block: int = 32, prefetch: int = 4, cache: bool = False,
                  normalize: bool = True, check_finite: str = "auto", remainder: str = "drop",
-                 pin_memory: bool = False, copies: Mapping[str, str] | None = None):
+                 pin_memory: bool = False, copies: Mapping[str, str] | None = None, defer_scan: bool = False):
         if not 0 <= rank < size:
             raise UserError(f"reader: rank {rank} outside 0..{size - 1}")
         if batch_size < 1 or shuffle_block < 1 or prefetch < 1:
@@ -281,11 +289,38 @@ class ShardedReader:
         if check_finite == "auto":
             check_finite = "open" if total_bytes < SMALL_DATASET_BYTES else "batch"
         self.check_finite = check_finite
-        if check_finite == "open":
-            for p in self.paths:
-                with open_read(p) as f:
-                    for name in ("inputs", "targets"):
-                        find_nonfinite(f, p, name)
+        if check_finite == "open" and not defer_scan:
+            self.scan_finite(0, 1)
+
+    # --- the finite-value scan (data.check_finite=open) -------------------------
+    def needs_scan(self) -> bool:
+        """Whether the open-time scan is still to do: check_finite is open and this process has not yet
+        scanned this data set (by fingerprint: the same files, sizes and attributes)."""
+        return self.check_finite == "open" and self.scan_key() not in _SCANNED
+
+    def scan_key(self) -> str:
+        """The fingerprint's digest and each file's modification time (a file rewritten in place is scanned
+        again)."""
+        return self.fingerprint()["digest"] + repr([os.stat(p).st_mtime_ns for p in self.paths])
+
+    def scan_finite(self, rank: int, size: int) -> None:
+        """Scan share `rank` of `size` of the samples for NaN/Inf (UserError naming the first bad one).
+
+        Under a collective agreement (every rank scans its share, errors agreed: preflight, the trainer) the
+        data set is read once in all instead of once per rank and command; the pass is remembered in this
+        process by fingerprint and modification times, so the next reader of the same data skips it."""
+        if not self.needs_scan():
+            return
+        start, stop = eval_share(self.num_samples, rank, size)
+        for i, p in enumerate(self.paths):
+            lo, hi = max(start, int(self.offsets[i])), min(stop, int(self.offsets[i + 1]))
+            if lo >= hi:
+                continue
+            with open_read(p) as f:
+                for name in ("inputs", "targets"):
+                    find_nonfinite(f, p, name, lo - int(self.offsets[i]), hi - int(self.offsets[i]))
+        if size == 1:
+            mark_scanned(self)
 
     def _check_files(self) -> list[dict]:
         """Attributes of every file, checked to form one dataset (shapes, channels, workload)."""

@@ -304,3 +304,32 @@ def test_evaluation_shares_at_1024_ranks_read_each_sample_once(indexed, n, limit
     assert np.array_equal(seen, one)  # rank order = file order: the 1-rank evaluation's samples
     # Per-rank means averaged over ranks (the old reduction) weigh samples unevenly; the weighted sum does not.
     assert seen.astype(np.float64).sum() / len(seen) == pytest.approx(one.mean(), rel=1e-12)
+
+
+def test_finite_scan_is_split_over_ranks_and_done_once_per_data_set(indexed, monkeypatch):
+    """check_finite=open: rank r of 3 scans its third (the data set is read once in all, not once per rank),
+    a pass is remembered in the process (the trainer does not scan again after preflight), and a file
+    rewritten in place since is scanned again."""
+    from hpcgan.data import reader as reader_module
+    from hpcgan.data.reader import mark_scanned
+
+    p = indexed(50)
+    calls = []
+    orig = reader_module.find_nonfinite
+    monkeypatch.setattr(reader_module, "find_nonfinite",
+                        lambda f, path, name, a=0, b=None: (calls.append((name, a, b)), orig(f, path, name, a, b))[1])
+    readers = [ShardedReader(p, r, 3, 4, seed=0, normalize=False, check_finite="open", defer_scan=True)
+               for r in range(3)]
+    assert calls == []
+    for r, rd in enumerate(readers):
+        rd.scan_finite(r, 3)
+    assert sorted((a, b) for name, a, b in calls if name == "inputs") == [(0, 17), (17, 34), (34, 50)]
+    mark_scanned(readers[0])  # what the caller does once every rank's share passed
+    calls.clear()
+    ShardedReader(p, 0, 1, 4, seed=0, normalize=False, check_finite="open")
+    assert calls == []
+    time.sleep(0.05)
+    with h5py.File(p, "r+") as f:
+        f["inputs"][3, 0, 0, 0] = np.nan
+    with pytest.raises(UserError, match="sample 3: non-finite"):
+        ShardedReader(p, 0, 1, 4, seed=0, normalize=False, check_finite="open")
