@@ -1,15 +1,17 @@
 """Sharded, shuffled, prefetching reader of hpcgan HDF5 datasets.
 
-Each epoch every rank computes the same global order of sample indices from
-(seed, epoch): the dataset is cut into blocks of `shuffle_block` consecutive
-samples and the blocks are permuted. The order is cut to a multiple of
-size x batch_size (remainder dropped, or padded by wrapping around: the same on
-every rank) and into `size` contiguous equal parts; rank r reads only part r
-(shard_steps gives the batches per rank, for the dry run's plan too).
-Inside its part, samples are permuted within windows of about
-SHUFFLE_BUFFER_BLOCKS blocks (a bounded shuffle buffer, whole batches). The
-reader reads whole windows at once: their indices sort into runs of
-consecutive samples as long as a block, read as HDF5 slabs and reordered in memory.
+Each epoch has one global order of sample indices from (seed, epoch): the dataset is cut into blocks of
+`shuffle_block` consecutive samples and the blocks are permuted. The order is cut to whole global batches
+of size x batch_size samples (remainder dropped, or padded by wrapping around: the same on every rank),
+shuffled inside windows of about SHUFFLE_BUFFER_BLOCKS blocks rounded up to whole global batches (a
+bounded shuffle buffer), and cut into global batches. Which samples form global batch k therefore depends
+on size x batch_size only, not on how it is split over ranks. Rank r takes its slice of every global batch
+(rank_slices: the members ranking r*b..(r+1)*b-1 by place in the block order, so its reads are
+block-aligned runs); at one rank the slice is the batch and the order is that of every earlier release.
+A rank computes only its own slices when a window is one global batch (rank_plan); shard_steps gives the
+batches per rank, for the dry run's plan too. An epoch begun under another split is finished with
+continued_plan. The reader reads groups of batches at once: their indices sort into runs of consecutive
+samples, read as HDF5 slabs (runs closer than READ_MERGE_BYTES as one) and reordered in memory.
 
 A background thread (opening its own h5py handles, never sharing one across
 threads or a fork) reads groups of batches into a bounded queue. Exceptions
@@ -21,7 +23,7 @@ the satellite saw the scene) when any file of the dataset has one, a file
 without it counting as all valid; None when none has it (synthetic data):
 losses and metrics then count every pixel.
 
-With cache=True a rank keeps a fixed shard in memory (part r of the epoch-0
+With cache=True a rank keeps a fixed shard in memory (its slices of the epoch-0
 order) and shuffles inside it each epoch, as MLPerf HPC runs staged a local
 shard per node: every sample is still read exactly once per epoch across ranks,
 but the dropped/padded remainder is the same every epoch.

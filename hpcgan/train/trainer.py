@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 
 from hpcgan.config import Config
-from hpcgan.data.reader import ShardedReader, mark_scanned
+from hpcgan.data.reader import ShardedReader
 from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train import schedule
-from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data
+from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, scan_shares
 from hpcgan.train.ledger import LedgerWriter, next_segment
 from hpcgan.train.plan import Plan, make_plan, validation_samples
 from hpcgan.train.resume import Continuation, consumed_at, resume_point
@@ -94,24 +94,12 @@ def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_m
     """Rank `rank` of `size`'s reader (integers, so the dry run can open one for any world size).
     Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache.
     `copies`: node-local copies to read instead of the files (data.stage). The finite-value scan is left to
-    the caller (scan_shares: each rank its share, once per data set)."""
+    the caller (agreement.scan_shares: each rank its share, once per data set)."""
     return ShardedReader(
         path, rank, size, cfg.train.batch_size, cfg.seed,
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
         remainder=cfg.data.remainder, pin_memory=pin_memory, copies=copies, defer_scan=True)
-
-
-def scan_shares(backend: Backend, readers: list[ShardedReader]) -> None:
-    """data.check_finite=open: each rank scans its share of each data set not yet scanned in this process, the
-    outcome agreed (one allgather; an error is one line from rank 0, exit 2): the data set is read once in
-    all, not once per rank. Collective; skipped by every rank alike when nothing is left to scan."""
-    todo = [r for r in readers if r.needs_scan()]
-    if not todo:
-        return
-    backend.agree(lambda: [r.scan_finite(backend.rank, backend.size) for r in todo])
-    for r in todo:
-        mark_scanned(r)
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:

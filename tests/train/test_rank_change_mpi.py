@@ -87,5 +87,9 @@ def test_more_ranks_read_the_rest_of_the_epoch_once(tmp_path, run_mpi, run_singl
     assert job.text.count(f"ranks {before} -> {after}: epoch 1 continues with the {rest} samples not yet "
                           f"consumed") == 1, job.describe()
     audit(tmp_path / "run", 4 * stop + rest // 8 * 8)
-    assert ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == \
-        f"ckpt-{stop + rest // 8 + N // 8:08d}.pt"
+    last = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    assert last.name == f"ckpt-{stop + rest // 8 + N // 8:08d}.pt"
+    state = ckpt.load_checkpoint(last)
+    # The schedule counts samples: every sample trained, the step counter in steps of the new global batch.
+    assert state["samples_seen"] == 4 * stop + rest // 8 * 8 + N
+    assert state["step_count"] == round(4 * stop / 8) + rest // 8 + N // 8
