@@ -72,6 +72,7 @@ class TrainConfig:
     nonfinite: str = "stop"  # stop | skip: what a NaN/Inf loss does
     figures: bool = True  # per-epoch sample figures and TensorBoard images
     fault: str = ""  # fault injection for tests: "RANK:STEP:raise|exit|hang"
+    sample_ledger: bool = False  # per rank, the sample indices of every step, in run_dir/ledger (audit exactly-once)
     ema_halflife_samples: int = 0  # generator EMA: weights averaged with this half-life in samples (0: off)
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the samples seen so far (0: no ramp-up)
 

@@ -1,4 +1,4 @@
-"""`hpcgan bench allreduce|throughput|scaling|projection|plot|io|lhc-rate|gpu [options]`: run a benchmark.
+"""`hpcgan bench allreduce|throughput|scaling|projection|plot|io|lhc-rate|gpu|rank-costs [options]`: run a benchmark.
 
 The benchmarks live in the repository's top-level `benchmarks/` package, not
 inside `hpcgan` (they launch mpirun, write results/, and are tools for the
@@ -29,11 +29,13 @@ BENCHMARKS = {
     "io": "io",
     "lhc-rate": "lhc_rate",
     "gpu": "gpu_check",
+    "rank-costs": "rank_costs",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: allreduce, throughput, scaling, projection, plot, io, lhc-rate, gpu",
+    p = sub.add_parser("bench", help="benchmarks: allreduce, throughput, scaling, projection, plot, io, lhc-rate, gpu, "
+                                     "rank-costs",
                        description=__doc__.splitlines()[0], add_help=True)
     p.add_argument("name", choices=list(BENCHMARKS), help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (see hpcgan bench NAME --help)")

@@ -125,7 +125,7 @@ def dry_run(cfg, backend, world_sizes: list[int], resume: str = "auto") -> int:
             lines = plan.lines(cfg)  # errors go to stderr below, notices after the resume line
             print("\n".join(ln for ln in lines if not ln.startswith(("notice: ", "error: "))))
             if checkpoint is not None:
-                print(_resume_line(cfg, n, *checkpoint))
+                print(_resume_line(cfg, n, plan, *checkpoint))
             for line in lines:
                 if line.startswith("notice: "):
                     print(line)
@@ -149,6 +149,7 @@ def _open_datasets(cfg, world_size: int) -> tuple[dict, dict | None, dict | None
             continue
         try:
             with make_reader(cfg, 0, world_size, path, train=key == "data.path") as reader:
+                reader.scan_finite(0, 1)  # the dry run is one process: the whole data set
                 sizes[key] = reader.num_samples
                 if key == "data.path":
                     attrs, fingerprint = reader.attrs, reader.fingerprint()
@@ -157,10 +158,10 @@ def _open_datasets(cfg, world_size: int) -> tuple[dict, dict | None, dict | None
     return sizes, attrs, fingerprint, errors
 
 
-def _resume_line(cfg, world_size: int, path, state: dict) -> str:
-    from hpcgan.train.agreement import resume_changes
+def _resume_line(cfg, world_size: int, plan, path, state: dict) -> str:
+    """What resuming this checkpoint at `world_size` ranks does (the trainer's own resume_point)."""
+    from hpcgan.train.resume import resume_point
 
-    changed = resume_changes(state, cfg, world_size)
-    restart = "; the interrupted epoch restarts from its first step" if changed and state["step_in_epoch"] else ""
+    point = resume_point(state, cfg, world_size, plan.train_samples, plan.steps_per_epoch)
     return (f"  resume           {path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}; "
-            + (f"changed: {'; '.join(changed)}" if changed else "continues exactly") + restart)
+            + (point.line if point.line else "continues exactly"))

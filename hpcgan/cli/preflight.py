@@ -19,9 +19,11 @@ from hpcgan.runtime.backend import Backend
 
 def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -> None:
     """Open the training and validation data as the trainer will (files, schema, finite values
-    when data.check_finite scans on open, fit to the workload, the plan's errors at this world size),
+    when data.check_finite scans on open: this rank's share, remembered so the trainer does not scan again;
+    fit to the workload, the plan's errors at this world size),
     that an explicit data.stage_dir is writable, and that an explicit --resume path exists (rank 0 reads
     checkpoints)."""
+    from hpcgan.data.reader import mark_scanned
     from hpcgan.train.plan import make_plan
     from hpcgan.train.trainer import make_reader
     from hpcgan.workloads.registry import get_workload
@@ -36,6 +38,9 @@ def check_training_inputs(cfg: Config, backend: Backend, resume: str = "auto") -
         with make_reader(cfg, backend.rank, backend.size, path, train=train) as reader:
             workload.check_dataset(reader.attrs, path)
             sizes[key] = reader.num_samples
+            if reader.needs_scan():  # this rank's share only; the caller's agreement covers the rest
+                reader.scan_finite(backend.rank, backend.size)
+                mark_scanned(reader)
     plan = make_plan(cfg, backend.size, sizes["data.path"], sizes.get("data.val_path", 0))
     if plan.errors:  # the trainer's own plan: steps per epoch, accumulation (see --dry-run --world-size N)
         raise UserError(plan.errors[0])

@@ -1,15 +1,17 @@
 """Sharded, shuffled, prefetching reader of hpcgan HDF5 datasets.
 
-Each epoch every rank computes the same global order of sample indices from
-(seed, epoch): the dataset is cut into blocks of `shuffle_block` consecutive
-samples and the blocks are permuted. The order is cut to a multiple of
-size x batch_size (remainder dropped, or padded by wrapping around: the same on
-every rank) and into `size` contiguous equal parts; rank r reads only part r
-(shard_steps gives the batches per rank, for the dry run's plan too).
-Inside its part, samples are permuted within windows of about
-SHUFFLE_BUFFER_BLOCKS blocks (a bounded shuffle buffer, whole batches). The
-reader reads whole windows at once: their indices sort into runs of
-consecutive samples as long as a block, read as HDF5 slabs and reordered in memory.
+Each epoch has one global order of sample indices from (seed, epoch): the dataset is cut into blocks of
+`shuffle_block` consecutive samples and the blocks are permuted. The order is cut to whole global batches
+of size x batch_size samples (remainder dropped, or padded by wrapping around: the same on every rank),
+shuffled inside windows of about SHUFFLE_BUFFER_BLOCKS blocks rounded up to whole global batches (a
+bounded shuffle buffer), and cut into global batches. Which samples form global batch k therefore depends
+on size x batch_size only, not on how it is split over ranks. Rank r takes its slice of every global batch
+(rank_slices: the members ranking r*b..(r+1)*b-1 by place in the block order, so its reads are
+block-aligned runs); at one rank the slice is the batch and the order is that of every earlier release.
+A rank computes only its own slices when a window is one global batch (rank_plan); shard_steps gives the
+batches per rank, for the dry run's plan too. An epoch begun under another split is finished with
+continued_plan. The reader reads groups of batches at once: their indices sort into runs of consecutive
+samples, read as HDF5 slabs (runs closer than READ_MERGE_BYTES as one) and reordered in memory.
 
 A background thread (opening its own h5py handles, never sharing one across
 threads or a fork) reads groups of batches into a bounded queue. Exceptions
@@ -21,7 +23,7 @@ the satellite saw the scene) when any file of the dataset has one, a file
 without it counting as all valid; None when none has it (synthetic data):
 losses and metrics then count every pixel.
 
-With cache=True a rank keeps a fixed shard in memory (part r of the epoch-0
+With cache=True a rank keeps a fixed shard in memory (its slices of the epoch-0
 order) and shuffles inside it each epoch, as MLPerf HPC runs staged a local
 shard per node: every sample is still read exactly once per epoch across ranks,
 but the dropped/padded remainder is the same every epoch.
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 SHUFFLE_BUFFER_BLOCKS = 8  # shuffle window, in blocks of shuffle_block samples
 READ_GROUP_BYTES = 64 * 2**20  # bytes read per group of batches (bounds the reader's memory)
+READ_MERGE_BYTES = 2**20  # runs of samples this close in a file are read as one slab (gap read and dropped)
 SMALL_DATASET_BYTES = 256 * 2**20  # check_finite="auto": scan on open below this size, per batch above
 STD_FLOOR = 1e-12  # constant channels (latitude of a fixed grid) normalise by 1, not by 0
 
@@ -80,11 +83,38 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True, shuffle_blo
     """The global order of sample indices for (seed, epoch): blocks of consecutive samples, permuted."""
     if not shuffle or n == 0:
         return np.arange(n, dtype=np.int64)
+    starts, pos = _block_table(n, seed, epoch, shuffle_block)
+    lens = np.diff(np.append(pos, n))
+    return np.repeat(starts, lens) + (np.arange(n) - np.repeat(pos, lens))
+
+
+def _block_table(n: int, seed: int, epoch: int, shuffle_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first sample, first position) of each block of the epoch order, in order: the order in O(n / block)
+    memory, so a rank can look up the positions it reads without building the whole order."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
     sb = max(1, int(shuffle_block))
     starts = rng.permutation(-(-n // sb)).astype(np.int64) * sb
     lens = np.minimum(starts + sb, n) - starts
-    return np.repeat(starts, lens) + (np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens))
+    return starts, np.cumsum(lens) - lens
+
+
+def _samples_at(positions: np.ndarray, n: int, table: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Sample index at each position of the epoch order (positions past n wrap around: remainder=pad)."""
+    q = np.asarray(positions, dtype=np.int64) % max(n, 1)
+    if table is None:  # unshuffled
+        return q
+    starts, pos = table
+    i = np.searchsorted(pos, q, side="right") - 1
+    return starts[i] + (q - pos[i])
+
+
+def _keys(seed: int, epoch: int, start: int, count: int) -> np.ndarray:
+    """Doubles start..start+count of the epoch's shuffle-key stream (one 64-bit draw each, so a rank can jump
+    to its own positions with PCG64.advance instead of drawing every key before them)."""
+    bits = np.random.PCG64([int(seed) & 0xFFFFFFFF, int(epoch), 1])
+    if start:
+        bits.advance(int(start))
+    return np.random.Generator(bits).random(int(count))
 
 
 def window_samples(shuffle_block: int, batch_size: int) -> int:
@@ -108,22 +138,99 @@ def eval_share(n: int, rank: int, size: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
-def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool, shuffle_block: int,
-               remainder: str) -> np.ndarray:
-    """(size, steps, batch_size) global indices: rank r reads plan[r]. Same on every rank.
+def shuffled_positions(n: int, unit: int, seed: int, epoch: int, shuffle: bool, shuffle_block: int,
+                       remainder: str) -> np.ndarray:
+    """(global batches, unit) positions of the epoch order, row k = global batch k: the order cut to whole
+    global batches (drop) or wrapped around (pad), then shuffled inside windows of window_samples(unit)
+    positions (whole global batches, so which samples form batch k depends on the global batch only)."""
+    steps = shard_steps(n, 1, unit, remainder)
+    length = steps * unit
+    pos = np.arange(length, dtype=np.int64)
+    if shuffle and length:
+        keys = _keys(seed, epoch, 0, length)
+        window = window_samples(shuffle_block, unit)
+        full = length // window * window
+        head = np.argsort(keys[:full].reshape(-1, window), axis=1, kind="stable")
+        head += np.arange(0, full, window, dtype=np.int64)[:, None]
+        tail = np.argsort(keys[full:], kind="stable") + full
+        pos = np.concatenate([head.ravel(), tail])
+    return pos.reshape(steps, unit)
 
-    The block order is cut to whole steps (drop) or wrapped around (pad), split into `size`
-    contiguous parts, and each part is shuffled inside windows of window_samples() positions."""
+
+def rank_slices(batches: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Rank's slice of each global batch (rows of positions in the order they are trained): the members
+    whose position (in the unshuffled block order) ranks rank*b..(rank+1)*b-1 within the batch, in the
+    batch's own order. Slicing by position, not by place in the shuffled batch, keeps each rank's reads
+    long runs of consecutive samples (block-aligned slabs) at any rank count; at one rank it is the batch."""
+    b = batches.shape[1] // size
+    if size == 1 or not batches.size:
+        return batches[:, :b]
+    place = np.argsort(np.argsort(batches, axis=1, kind="stable"), axis=1, kind="stable")
+    return batches[(place >= rank * b) & (place < (rank + 1) * b)].reshape(len(batches), b)
+
+
+def rank_plan(n: int, rank: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
+              shuffle_block: int, remainder: str) -> np.ndarray:
+    """(steps, batch_size) global sample indices rank `rank` reads in `epoch`: its slice of each global batch
+    of size x batch_size samples (shuffled_positions, rank_slices).
+
+    Only this rank's part is computed where the shuffle allows it: when a shuffle window is one global batch
+    (size x batch >= SHUFFLE_BUFFER_BLOCKS x shuffle_block, every large job), a rank's slice is a run of
+    consecutive positions, and it draws only its own shuffle keys (PCG64.advance) and looks positions up in
+    the block table: O(its share + blocks) instead of sorting the whole epoch on every rank."""
     unit = size * batch_size
     steps = shard_steps(n, size, batch_size, remainder)
-    parts = np.resize(epoch_order(n, seed, epoch, shuffle, shuffle_block), steps * unit).reshape(size, -1)
-    if shuffle and parts.size:
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 1])
-        length = parts.shape[1]
-        window = np.tile(np.arange(length) // window_samples(shuffle_block, batch_size), size)
-        row = np.repeat(np.arange(size), length)
-        parts = parts.ravel()[np.lexsort((rng.random(parts.size), window, row))].reshape(size, length)
-    return parts.reshape(size, steps, batch_size)
+    table = _block_table(n, seed, epoch, shuffle_block) if shuffle and n else None
+    if steps == 0:
+        return np.zeros((0, batch_size), dtype=np.int64)
+    if not shuffle or (size > 1 and window_samples(shuffle_block, unit) == unit):
+        first = np.arange(steps, dtype=np.int64)[:, None] * unit + rank * batch_size
+        pos = first + np.arange(batch_size, dtype=np.int64)
+        if shuffle:  # each slice in the order of its keys (what the whole window's sort gives it)
+            bits = np.random.PCG64([int(seed) & 0xFFFFFFFF, int(epoch), 1])
+            draw = np.random.Generator(bits)
+            keys = np.empty(pos.shape)
+            bits.advance(rank * batch_size)
+            for k in range(steps):
+                keys[k] = draw.random(batch_size)
+                bits.advance(unit - batch_size)
+            pos = np.take_along_axis(pos, np.argsort(keys, axis=1, kind="stable"), axis=1)
+    else:
+        pos = rank_slices(shuffled_positions(n, unit, seed, epoch, shuffle, shuffle_block, remainder), rank, size)
+    return _samples_at(pos, n, table)
+
+
+def plan_epoch(n: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool, shuffle_block: int,
+               remainder: str) -> np.ndarray:
+    """(size, steps, batch_size) global indices: rank r reads plan[r] (rank_plan of every rank; tests and
+    tools, the trainer computes only its own)."""
+    return np.stack([rank_plan(n, r, size, batch_size, seed, epoch, shuffle, shuffle_block, remainder)
+                     for r in range(size)])
+
+
+def continued_plan(n: int, rank: int, size: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
+                   shuffle_block: int, remainder: str, unit: int, consumed: int) -> np.ndarray:
+    """(batches, batch_size) indices rank `rank` of `size` reads to finish an epoch whose order was made for
+    global batches of `unit` samples (another rank count or batch) and whose first `consumed` positions were
+    trained: the rest of that order, cut into global batches of size x batch_size, each sliced over the ranks
+    (rank_slices). A last part shorter than a global batch is not read (drop) or completed from the start of
+    the order (pad). Every rank builds the old order once (O(epoch)), only when resuming such a checkpoint."""
+    old = shuffled_positions(n, unit, seed, epoch, shuffle, shuffle_block, remainder).ravel()[consumed:]
+    new_unit = size * batch_size
+    if remainder == "pad" and len(old) % new_unit:
+        full = shuffled_positions(n, unit, seed, epoch, shuffle, shuffle_block, remainder).ravel()
+        old = np.concatenate([old, np.resize(full, new_unit - len(old) % new_unit)])
+    rows = old[:len(old) // new_unit * new_unit].reshape(-1, new_unit)
+    table = _block_table(n, seed, epoch, shuffle_block) if shuffle and n else None
+    return _samples_at(rank_slices(rows, rank, size), n, table)
+
+
+_SCANNED: set[str] = set()  # digests of data sets whose finite-value scan passed in this process
+
+
+def mark_scanned(reader: "ShardedReader") -> None:
+    """Remember that every share of this data set's scan passed (the caller agreed on it across ranks)."""
+    _SCANNED.add(reader.scan_key())
 
 
 class ShardedReader:
@@ -133,7 +240,7 @@ class ShardedReader:
     def __init__(self, path_or_glob: str | os.PathLike | Sequence[str], rank: int, size: int, batch_size: int,
                  seed: int, *, shuffle: bool = True, shuffle_block: int = 32, prefetch: int = 4, cache: bool = False,
                  normalize: bool = True, check_finite: str = "auto", remainder: str = "drop",
-                 pin_memory: bool = False, copies: Mapping[str, str] | None = None):
+                 pin_memory: bool = False, copies: Mapping[str, str] | None = None, defer_scan: bool = False):
         if not 0 <= rank < size:
             raise UserError(f"reader: rank {rank} outside 0..{size - 1}")
         if batch_size < 1 or shuffle_block < 1 or prefetch < 1:
@@ -178,16 +285,44 @@ class ShardedReader:
             log.info(self.remainder_note)
 
         self._sample_bytes = 4 * (math.prod(self.input_shape) + math.prod(self.target_shape))
+        self._disk_sample_bytes = self._sample_bytes // (2 if first["storage_dtype"] == "float16" else 1)
         total_bytes = sum(a["n"] * (math.prod(a["input_shape"]) + math.prod(a["target_shape"]))
                           * (2 if a["storage_dtype"] == "float16" else 4) for a in self.file_attrs)
         if check_finite == "auto":
             check_finite = "open" if total_bytes < SMALL_DATASET_BYTES else "batch"
         self.check_finite = check_finite
-        if check_finite == "open":
-            for p in self.paths:
-                with open_read(p) as f:
-                    for name in ("inputs", "targets"):
-                        find_nonfinite(f, p, name)
+        if check_finite == "open" and not defer_scan:
+            self.scan_finite(0, 1)
+
+    # --- the finite-value scan (data.check_finite=open) -------------------------
+    def needs_scan(self) -> bool:
+        """Whether the open-time scan is still to do: check_finite is open and this process has not yet
+        scanned this data set (by fingerprint: the same files, sizes and attributes)."""
+        return self.check_finite == "open" and self.scan_key() not in _SCANNED
+
+    def scan_key(self) -> str:
+        """The fingerprint's digest and each file's modification time (a file rewritten in place is scanned
+        again)."""
+        return self.fingerprint()["digest"] + repr([os.stat(p).st_mtime_ns for p in self.paths])
+
+    def scan_finite(self, rank: int, size: int) -> None:
+        """Scan share `rank` of `size` of the samples for NaN/Inf (UserError naming the first bad one).
+
+        Under a collective agreement (every rank scans its share, errors agreed: preflight, the trainer) the
+        data set is read once in all instead of once per rank and command; the pass is remembered in this
+        process by fingerprint and modification times, so the next reader of the same data skips it."""
+        if not self.needs_scan():
+            return
+        start, stop = eval_share(self.num_samples, rank, size)
+        for i, p in enumerate(self.paths):
+            lo, hi = max(start, int(self.offsets[i])), min(stop, int(self.offsets[i + 1]))
+            if lo >= hi:
+                continue
+            with open_read(p) as f:
+                for name in ("inputs", "targets"):
+                    find_nonfinite(f, p, name, lo - int(self.offsets[i]), hi - int(self.offsets[i]))
+        if size == 1:
+            mark_scanned(self)
 
     def _check_files(self) -> list[dict]:
         """Attributes of every file, checked to form one dataset (shapes, channels, workload)."""
@@ -260,26 +395,54 @@ class ShardedReader:
     # --- the epoch plan ---------------------------------------------------------
     def batch_indices(self, epoch: int, start_step: int = 0) -> np.ndarray:
         """(steps_per_epoch - start_step, batch_size) global sample indices this rank reads in `epoch`."""
-        if self.steps_per_epoch == 0:
-            raise UserError(f"{self.name}: {self.num_samples} samples cannot fill one batch of {self.batch_size} "
-                            f"on each of {self.size} ranks (use a smaller batch or data.remainder=pad)")
+        self._check_epoch()
         if not 0 <= start_step <= self.steps_per_epoch:
             raise UserError(f"reader: start_step {start_step} outside 0..{self.steps_per_epoch}")
         if self.cache:
-            shard = np.sort(self._plan(0)[self.rank].ravel())
+            shard = np.sort(self._plan(0).ravel())
             if self.shuffle:
                 rng = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(epoch), self.rank, 1])
                 shard = shard[rng.permutation(len(shard))]
             return shard.reshape(self.steps_per_epoch, self.batch_size)[start_step:]
-        return self._plan(epoch)[self.rank, start_step:]
+        return self._plan(epoch)[start_step:]
+
+    def _check_epoch(self) -> None:
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{self.name}: {self.num_samples} samples cannot fill one batch of {self.batch_size} "
+                            f"on each of {self.size} ranks (use a smaller batch or data.remainder=pad)")
 
     def _plan(self, epoch: int) -> np.ndarray:
-        return plan_epoch(self.num_samples, self.size, self.batch_size, self.seed, epoch, self.shuffle,
-                          self.shuffle_block, self.remainder)
+        return rank_plan(self.num_samples, self.rank, self.size, self.batch_size, self.seed, epoch, self.shuffle,
+                         self.shuffle_block, self.remainder)
+
+    @property
+    def unit(self) -> int:
+        """Samples of one global batch (one batch on every rank): the epoch order is cut into these."""
+        return self.size * self.batch_size
+
+    def continued_indices(self, epoch: int, unit: int, consumed: int) -> np.ndarray:
+        """This rank's batches for the rest of `epoch` when its order was cut into global batches of `unit`
+        samples and the first `consumed` positions were trained (a checkpoint at another rank count or batch):
+        continued_plan. The same unit at a global batch boundary is simply batch_indices from that step."""
+        self._check_epoch()
+        steps = shard_steps(self.num_samples, 1, unit, self.remainder)
+        if not 0 <= consumed <= steps * unit:
+            raise UserError(f"reader: {consumed} samples consumed, outside 0..{steps * unit} of the epoch's order")
+        if unit == self.unit and consumed % unit == 0:
+            return self.batch_indices(epoch, consumed // unit)
+        if self.cache:
+            raise UserError("reader: data.cache keeps a shard per rank and cannot continue an epoch at another "
+                            "rank count or batch")
+        return continued_plan(self.num_samples, self.rank, self.size, self.batch_size, self.seed, epoch,
+                              self.shuffle, self.shuffle_block, self.remainder, unit, consumed)
 
     def epoch(self, epoch: int, start_step: int = 0) -> "EpochIterator":
         """Iterator over this rank's batches of `epoch`, from `start_step` on (skipped batches are not read)."""
         return EpochIterator(self, self.batch_indices(epoch, start_step))
+
+    def epoch_from(self, epoch: int, unit: int, consumed: int) -> "EpochIterator":
+        """Iterator over continued_indices (batches not read before are not read)."""
+        return EpochIterator(self, self.continued_indices(epoch, unit, consumed))
 
     def eval_batches(self, limit: int = 0) -> "EpochIterator":
         """This rank's share of `limit` evenly spaced samples (0: all), in file order, each read once across
@@ -328,8 +491,7 @@ class ShardedReader:
         if len(uniq) == 0:
             return xin, xout, valid
         fidx = self._locate(uniq)
-        breaks = np.flatnonzero((np.diff(uniq) != 1) | (np.diff(fidx) != 0)) + 1
-        for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(uniq)]])):
+        for a, b in self._slabs(uniq, fidx):
             fi = int(fidx[a])
             path = self.paths[fi]
             if fi not in files:  # handle, datasets, sizes and dtypes looked up once per thread and file
@@ -338,11 +500,18 @@ class ShardedReader:
                 files[fi] = (f, [(name, f[name], f[name].shape[0], f[name].dtype == np.float32)
                                  for name in ("inputs", "targets")], f[key] if key in f else None)
             lo = int(uniq[a] - self.offsets[fi])
-            hi = lo + int(b - a)
+            hi = int(uniq[b - 1] - self.offsets[fi]) + 1
+            rows = None if hi - lo == b - a else uniq[a:b] - self.offsets[fi] - lo  # the slab's wanted rows
             for (name, d, n, direct), out in zip(files[fi][1], (xin, xout)):
                 if hi > n:
                     raise UserError(f"{path}: dataset '{name}' sample {hi - 1}: beyond its {n} samples "
                                     "(file changed while reading?)")
+                if rows is not None:
+                    slab = d[lo:hi]
+                    if check:
+                        check_finite_block(slab, path, name, lo)
+                    out[a:b] = slab[rows]
+                    continue
                 if direct:
                     d.read_direct(out, np.s_[lo:hi], np.s_[a:b])
                 else:
@@ -350,8 +519,20 @@ class ShardedReader:
                 if check:
                     check_finite_block(out[a:b], path, name, lo)
             if files[fi][2] is not None:
-                valid[a:b] = files[fi][2][lo:hi] != 0
+                mask = files[fi][2][lo:hi] != 0
+                valid[a:b] = mask if rows is None else mask[rows]
         return xin, xout, valid
+
+    def _slabs(self, uniq: np.ndarray, fidx: np.ndarray) -> list[tuple[int, int]]:
+        """[a, b) ranges of `uniq` (sorted unique indices) read as one slab each: runs of consecutive samples in
+        one file, runs separated by at most READ_MERGE_BYTES merged (the gap is read and dropped: a rank's
+        slices of the global batches of one shuffle window interleave with its neighbours' near their edges)."""
+        breaks = np.flatnonzero((np.diff(uniq) != 1) | (np.diff(fidx) != 0)) + 1
+        if len(breaks):
+            gap = READ_MERGE_BYTES // max(1, self._disk_sample_bytes)
+            breaks = breaks[(fidx[breaks] != fidx[breaks - 1]) | (uniq[breaks] - uniq[breaks - 1] - 1 > gap)]
+        edges = [0, *breaks.tolist(), len(uniq)]
+        return list(zip(edges[:-1], edges[1:]))
 
     def read_samples(self, indices: Sequence[int] | np.ndarray, normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Samples at arbitrary global indices (evaluation), in the order given, as float32 numpy arrays
@@ -465,7 +646,8 @@ class EpochIterator:
     def group_batches(self) -> int:
         """Batches read together: whole shuffle windows (long contiguous runs) within READ_GROUP_BYTES."""
         r = self.reader
-        window = window_samples(r.shuffle_block, r.batch_size)
+        # A shuffle window holds whole global batches; this rank reads its slice of each.
+        window = window_samples(r.shuffle_block, r.unit) // r.size
         windows = READ_GROUP_BYTES // max(1, window * r._sample_bytes)
         if windows >= 1:
             return int(min(windows, 16)) * window // r.batch_size
@@ -506,7 +688,7 @@ class EpochIterator:
     def _produce_cached(self, files: dict) -> None:
         r = self.reader
         if r._cached is None:
-            shard = np.sort(r._plan(0)[r.rank].ravel())
+            shard = np.sort(r._plan(0).ravel())
             uniq, inv = np.unique(shard, return_inverse=True)
             r._cached = (uniq, *r.read_sorted(uniq, files, check=r.check_finite == "batch"))
         uniq, xin, xout, valid = r._cached

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from hpcgan.config import Config
-from hpcgan.data.reader import ShardedReader
+from hpcgan.data.reader import ShardedReader, mark_scanned
 from hpcgan.errors import AgreedError
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
@@ -48,18 +48,9 @@ def agree_on_buffers(tr: Training) -> None:
     tr.backend.average_buffers(ckpt.unwrap(tr.D), group="D.buffers")
 
 
-# Keys that decide which samples the steps of an epoch read; the ranks count too (checked separately).
+# Keys that decide which samples the steps of an epoch read; the ranks count too (hpcgan/train/resume.py).
 EPOCH_ORDER_KEYS = ("train.batch_size", "train.accumulation", "seed", "data.shuffle", "data.shuffle_block",
                     "data.remainder", "data.cache")
-
-
-def resume_changes(meta: dict, cfg: Config, world_size: int) -> list[str]:
-    """What changed since the checkpoint (its config and world size) that decides which samples the steps of
-    an epoch read, as 'key old -> new'. Empty: the run continues exactly where it stopped."""
-    changed = epoch_order_changes(meta.get("config") or {}, cfg)
-    if meta["world_size"] != world_size:
-        changed.insert(0, f"ranks {meta['world_size']} -> {world_size} (RNG streams reseeded)")
-    return changed
 
 
 def epoch_order_changes(old: dict, cfg: Config) -> list[str]:
@@ -92,3 +83,15 @@ def check_same_training_data(path: str, old: dict | None, new: dict, key_value: 
 def _names(fp: dict, most: int = 3) -> str:
     names = [os.path.basename(p) for p, _, _ in fp["files"]]
     return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
+def scan_shares(backend: Backend, readers: list[ShardedReader]) -> None:
+    """data.check_finite=open: each rank scans its share of each data set not yet scanned in this process, the
+    outcome agreed (one allgather; an error is one line from rank 0, exit 2): the data set is read once in
+    all, not once per rank. Collective; skipped by every rank alike when nothing is left to scan."""
+    todo = [r for r in readers if r.needs_scan()]
+    if not todo:
+        return
+    backend.agree(lambda: [r.scan_finite(backend.rank, backend.size) for r in todo])
+    for r in todo:
+        mark_scanned(r)

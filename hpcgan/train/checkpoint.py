@@ -15,6 +15,13 @@ A checkpoint is data, not a program: the payload holds tensors, numbers, strings
 code in `train`'s resume, `evaluate` or `generate`. The checksum guards against truncation, not against
 tampering (anyone who can write the file can recompute it). Files of the earlier format (a JSON header line
 before the payload) still load, verified by their header.
+
+RNG states are per rank and beside the checkpoint, not in it: before rank 0 writes `ckpt-N.pt`, every rank
+writes its own state atomically to `ckpt-N.pt.rng/rank-R.pt` (plain types, weights_only), and at resume each
+rank reads only its own file. Nothing is gathered, so the cost per rank does not grow with the rank count;
+a checkpoint that exists under its real name has every rank's file complete beside it (they were written
+first). Rotation removes the folder with its checkpoint. Checkpoints of before (every rank's state in "rng")
+still load.
 """
 from __future__ import annotations
 
@@ -49,14 +56,14 @@ class CheckpointWriteError(OSError):
 
 
 def save_checkpoint(state: dict, directory: Path, step: int, keep: int, protect: tuple[str, ...] = ()) -> Path:
-    """Write atomically; then delete all but the newest `keep` checkpoints (and their sidecars)."""
+    """Write atomically; then delete all but the newest `keep` checkpoints (and their sidecars and RNG folders)."""
     final = directory / checkpoint_name(step)
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(directory)
+        remove_stale_temporaries(directory, writing=final)
         sidecar(final).unlink(missing_ok=True)  # a record of an earlier file of this name must not outlive it
         write_atomic(final, payload)
         write_atomic(sidecar(final), f"{hashlib.sha256(payload).hexdigest()}  {final.name}\n".encode())
@@ -67,7 +74,52 @@ def save_checkpoint(state: dict, directory: Path, step: int, keep: int, protect:
         if old.name not in protect:
             old.unlink(missing_ok=True)
             sidecar(old).unlink(missing_ok=True)
+            _remove_rng_dir(old)
     return final
+
+
+def rng_dir(checkpoint: Path) -> Path:
+    """The folder of per-rank RNG states beside checkpoint `ckpt-N.pt`: `ckpt-N.pt.rng/`."""
+    return checkpoint.with_name(checkpoint.name + ".rng")
+
+
+def rank_rng_file(checkpoint: Path, rank: int) -> Path:
+    return rng_dir(checkpoint) / f"rank-{rank:05d}.pt"
+
+
+def save_rank_rng(directory: Path, step: int, rank: int) -> str | None:
+    """This rank's RNG state beside checkpoint `step` (written before the checkpoint itself); None when written,
+    else the one-line reason (the trainer agrees on failures, so every rank ends together)."""
+    path = rank_rng_file(directory / checkpoint_name(step), rank)
+    buf = io.BytesIO()
+    torch.save(rng_state(), buf)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buf.getvalue())
+    except OSError as e:
+        return f"checkpoint RNG state {path}: write failed ({e.strerror or e}); the previous checkpoints are intact"
+    return None
+
+
+def load_rank_rng(checkpoint: Path, rank: int) -> dict | None:
+    """This rank's RNG state saved beside `checkpoint`, or None when there is none (a copied checkpoint, best.pt)
+    or it does not load; weights_only, like every checkpoint."""
+    path = rank_rng_file(Path(checkpoint), rank)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing or unreadable: the caller reseeds and says so
+        return None
+
+
+def _remove_rng_dir(checkpoint: Path) -> None:
+    folder = rng_dir(checkpoint)
+    if folder.is_dir():
+        for f in folder.iterdir():
+            f.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def write_atomic(final: Path, data: bytes) -> None:
@@ -100,12 +152,17 @@ def keep_best(checkpoint: Path) -> Path:
     return best
 
 
-def remove_stale_temporaries(directory: Path) -> None:
+def remove_stale_temporaries(directory: Path, writing: Path | None = None) -> None:
     """Partial files of earlier failed or killed writes (each had its own pid in the name). One writer per run
-    directory (rank 0 of the one job holding it), so any temporary found here is stale."""
+    directory (rank 0 of the one job holding it), so any temporary found here is stale; so is an RNG folder
+    whose checkpoint does not exist, except that of the checkpoint being written (`writing`)."""
     for p in [*directory.glob(".ckpt-*.pt.tmp-*"), *directory.glob(".ckpt-*.pt.sha256.tmp-*"),
               *directory.glob(".best.pt*.tmp-*")]:
         p.unlink(missing_ok=True)
+    for folder in directory.glob("ckpt-*.pt.rng"):
+        owner = folder.with_name(folder.name[:-len(".rng")])
+        if not owner.exists() and (writing is None or owner != writing):
+            _remove_rng_dir(owner)
     for record in directory.glob("*.pt.sha256"):  # a record whose checkpoint was rotated away by a killed job
         if not record.with_name(record.name[:-len(".sha256")]).exists():
             record.unlink(missing_ok=True)
@@ -241,8 +298,8 @@ def rng_state() -> dict:
     numpy_state = {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                    "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this rank's own GPU only: the next job may see another number of them
+        state["cuda_device"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -257,8 +314,13 @@ def set_rng_state(state: dict) -> None:
     if isinstance(n, dict):
         n = (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     np.random.set_state(n)  # older checkpoints: numpy's own tuple
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        if "cuda_device" in state:
+            torch.cuda.set_rng_state(state["cuda_device"], device)
+        elif state.get("cuda"):  # older checkpoints: every visible GPU's; fewer GPUs now is no IndexError
+            cuda = state["cuda"]
+            torch.cuda.set_rng_state(cuda[device] if device < len(cuda) else cuda[0], device)
 
 
 def _as_tuples(x):

@@ -41,8 +41,14 @@ def load_generator(checkpoint: str, backend: Backend, overrides: Sequence[str] =
 
 
 def open_for_inference(cfg: Config, path: str, backend: Backend) -> ShardedReader:
-    return ShardedReader(path, 0, 1, 1, cfg.seed, shuffle=False, normalize=cfg.data.normalize,
-                         check_finite=cfg.data.check_finite)
+    """The whole data set, unshuffled. Collective: under data.check_finite=open each rank scans its share
+    (agreement.scan_shares), so the held-out set is read once for the check, not once per rank."""
+    from hpcgan.train.agreement import scan_shares
+
+    reader = ShardedReader(path, 0, 1, 1, cfg.seed, shuffle=False, normalize=cfg.data.normalize,
+                           check_finite=cfg.data.check_finite, defer_scan=True)
+    scan_shares(backend, [reader])
+    return reader
 
 
 def generate_range(cfg: Config, workload: Workload, G: nn.Module, reader: ShardedReader, start: int, stop: int,

@@ -15,6 +15,10 @@ Warm-up climbs linearly from the one-batch rate to the scaled rate over a
 number of training *samples* (train.warmup_samples), so it covers the same
 part of the data at every rank count. train.warmup_steps (optimizer steps) is
 kept for old configs: its share of the run shrinks as ranks grow.
+
+Progress through the warm-up is counted in samples trained (lr_factor_at), so a
+job resumed at another rank count continues the warm-up where it stood instead
+of jumping; at a fixed rank count the values are those of step counting exactly.
 """
 from __future__ import annotations
 
@@ -36,10 +40,25 @@ def warmup_steps(cfg: Config, world_size: int) -> int:
     return cfg.train.warmup_steps
 
 
-def lr_factor(cfg: Config, world_size: int, step: int) -> float:
-    """LR multiplier after `step` optimizer steps: linear from 1 to lr_scale over the warm-up, then lr_scale."""
+def lr_factor_at(cfg: Config, world_size: int, samples: int) -> float:
+    """LR multiplier after `samples` training samples: linear from 1 to lr_scale over the warm-up (whole global
+    batches of this rank count), then lr_scale. Progress is samples / global batch, so at a fixed rank count
+    this is exactly the value of counting optimizer steps."""
     scaled = lr_scale(cfg, world_size)
     warm = warmup_steps(cfg, world_size)
-    if warm > 0 and step < warm:
-        return 1.0 + (scaled - 1.0) * step / warm
+    done = samples / cfg.global_batch(world_size)
+    if warm > 0 and done < warm:
+        return 1.0 + (scaled - 1.0) * done / warm
     return scaled
+
+
+def lr_factor(cfg: Config, world_size: int, step: int) -> float:
+    """LR multiplier after `step` optimizer steps at this rank count (lr_factor_at of their samples)."""
+    return lr_factor_at(cfg, world_size, step * cfg.global_batch(world_size))
+
+
+def equivalent_steps(cfg: Config, world_size: int, samples: int) -> int:
+    """Optimizer steps at this rank count that train on `samples` samples (rounded): a resume at another rank
+    count sets the step counter to this, so the warm-up and the EMA ramp-up (both read it) continue from the
+    samples already trained instead of jumping."""
+    return int(round(samples / cfg.global_batch(world_size)))

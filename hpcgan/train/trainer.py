@@ -25,8 +25,11 @@ from hpcgan.errors import AgreedError
 from hpcgan.runtime import faults, signals
 from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
-from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, resume_changes
-from hpcgan.train.plan import make_plan, validation_samples
+from hpcgan.train import schedule
+from hpcgan.train.agreement import agree_on_buffers, agree_on_data, check_same_training_data, scan_shares
+from hpcgan.train.ledger import LedgerWriter, next_segment
+from hpcgan.train.plan import Plan, make_plan, validation_samples
+from hpcgan.train.resume import Continuation, consumed_at, resume_point
 from hpcgan.train.run_dir import RunDir, environment_record
 from hpcgan.train.staging import staged_data
 from hpcgan.train.step import Training, build_training
@@ -36,11 +39,20 @@ EXIT_NONFINITE = 4
 
 @dataclass
 class Position:
-    """Where training stands: the next (epoch, step in epoch) to run, and optimizer steps done."""
+    """Where training stands: the next (epoch, step in epoch) to run, and optimizer steps done; how the current
+    epoch's order is read when it was begun under another split (continuation); and the samples trained
+    before this run's optimizer step `steps_base` (the schedule counts samples across rank counts)."""
 
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    continuation: Continuation | None = None
+    samples_base: int = 0
+    steps_base: int = 0
+
+    def samples_seen(self, tr: Training) -> int:
+        """Samples in the optimizer steps taken so far, over every rank count the run had."""
+        return self.samples_base + (tr.step_count - self.steps_base) * tr.cfg.global_batch(tr.backend.size)
 
 
 @dataclass
@@ -81,12 +93,13 @@ def make_reader(cfg: Config, rank: int, size: int, path: str, train: bool, pin_m
                 copies: dict[str, str] | None = None) -> ShardedReader:
     """Rank `rank` of `size`'s reader (integers, so the dry run can open one for any world size).
     Validation reads eval_batches: every sample once, uneven shares, no shuffle, no cache.
-    `copies`: node-local copies to read instead of the files (data.stage)."""
+    `copies`: node-local copies to read instead of the files (data.stage). The finite-value scan is left to
+    the caller (agreement.scan_shares: each rank its share, once per data set)."""
     return ShardedReader(
         path, rank, size, cfg.train.batch_size, cfg.seed,
         shuffle=cfg.data.shuffle and train, shuffle_block=cfg.data.shuffle_block, prefetch=cfg.data.prefetch,
         cache=cfg.data.cache and train, normalize=cfg.data.normalize, check_finite=cfg.data.check_finite,
-        remainder=cfg.data.remainder, pin_memory=pin_memory, copies=copies)
+        remainder=cfg.data.remainder, pin_memory=pin_memory, copies=copies, defer_scan=True)
 
 
 def train(cfg: Config, backend: Backend, resume: str = "auto") -> int:
@@ -108,6 +121,7 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     val_reader = (make_reader(cfg, backend.rank, backend.size, cfg.data.val_path, train=False, pin_memory=pin,
                               copies=copies) if cfg.data.val_path else None)
     data = agree_on_data(backend, {"data.path": reader, **({"data.val_path": val_reader} if val_reader else {})})
+    scan_shares(backend, [reader] + ([val_reader] if val_reader else []))
     plan = make_plan(cfg, backend.size, reader.num_samples, val_reader.num_samples if val_reader else 0)
     for line in plan.lines(cfg):
         log(line)
@@ -118,7 +132,8 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     steps_per_epoch = plan.steps_per_epoch
 
     # Section: resume.
-    pos = resume_training(tr, run, resume, log)
+    pos = resume_training(tr, run, resume, log, plan)
+    ledger = open_ledger(cfg, backend, run, pos)
     run.write_config(cfg)
     i = backend.info
     placement = backend.allgather_object({"rank": i.rank, "host": i.hostname, "node": i.node_rank,
@@ -138,7 +153,7 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     try:
         for epoch in range(pos.epoch, cfg.train.epochs):
             start = pos.step_in_epoch
-            batches = reader.epoch(epoch, start_step=start * cfg.train.accumulation)
+            batches = epoch_batches(reader, epoch, pos, cfg.train.accumulation, ledger)
             for step_in_epoch in range(start, steps_per_epoch):
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(cfg.train.accumulation)]
@@ -205,6 +220,8 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
         bar.close()
         run.close()
         reader.close()
+        if ledger is not None:
+            ledger.close()
         if val_reader is not None:
             val_reader.close()
 
@@ -315,12 +332,15 @@ def validate(tr: Training, run: RunDir, reader: ShardedReader, epoch: int, step:
 
 
 def checkpoint_state(tr: Training, pos: Position) -> dict:
-    """Everything needed to continue exactly; collective (gathers every rank's RNG state)."""
-    rngs = tr.backend.allgather_object(ckpt.rng_state())
+    """Everything needed to continue exactly, at this or another rank count; no collective (each rank's RNG
+    state goes to its own file beside the checkpoint: save). epoch_order: what the epoch has consumed of its
+    order (hpcgan/train/resume.py); samples_seen: what the schedule has trained on."""
+    unit, consumed = consumed_at(pos.epoch, pos.step_in_epoch, pos.continuation, tr.cfg, tr.backend.size)
     return {
         "G": ckpt.unwrap(tr.G).state_dict(), "D": ckpt.unwrap(tr.D).state_dict(),
         "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(), "scaler": tr.scaler.state_dict(),
-        "rng": rngs, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
+        "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "global_step": pos.global_step,
+        "epoch_order": {"unit": unit, "consumed": consumed}, "samples_seen": pos.samples_seen(tr),
         "step_count": tr.step_count, "world_size": tr.backend.size, "workload": tr.cfg.workload,
         "config": tr.cfg.to_dict(), "data": tr.data,
         **({"G_ema": tr.G_ema.state_dict()} if tr.G_ema is not None else {}),
@@ -353,6 +373,11 @@ def save(tr: Training, run: RunDir, pos: Position, best: bool = False) -> None:
         raise NonFiniteModel(f"the weights at global step {pos.global_step} are not finite: checkpoint not written, "
                              "the last one is intact (lower train.lr_g/train.lr_d)")
     state = checkpoint_state(tr, pos)
+    # Every rank's own RNG state first, beside the checkpoint; rank 0 writes the checkpoint only once all are.
+    rng_failed = ckpt.save_rank_rng(run.checkpoints, pos.global_step, tr.backend.rank)
+    if tr.backend.any(rng_failed is not None):
+        raise CheckpointFailed(rng_failed or "writing a rank's RNG state beside the checkpoint failed on another "
+                               "rank; the previous checkpoints are intact")
     failed: list[str] = []
 
     def write() -> None:
@@ -407,8 +432,11 @@ def _env(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
-    """Load a checkpoint on rank 0 and broadcast it; `resume` is auto, never, or a path."""
+def resume_training(tr: Training, run: RunDir, resume: str, log, plan: Plan | None = None) -> Position:
+    """Load a checkpoint on rank 0 and broadcast it; `resume` is auto, never, or a path. At another rank count
+    (or batch, or accumulation) the interrupted epoch continues with the samples it has not consumed
+    (hpcgan/train/resume.py), the schedule continues from the samples trained, and each rank restores its own
+    RNG state where the rank count is the same."""
     backend = tr.backend
     found: dict = {"path": None, "state": None}
 
@@ -424,8 +452,11 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
         return Position()
     state = found["state"]
     meta = backend.broadcast_object(None if state is None else {
-        **{k: state.get(k) for k in ("rng", "epoch", "step_in_epoch", "global_step", "step_count", "world_size",
-                                     "scaler", "workload", "config", "data", "best")},
+        **{k: state.get(k) for k in ("epoch", "step_in_epoch", "global_step", "step_count", "world_size",
+                                     "scaler", "workload", "config", "data", "best", "epoch_order",
+                                     "samples_seen")},
+        # Checkpoints of before kept every rank's RNG state inside; only those broadcast them.
+        "rng": state.get("rng") if state.get("world_size") == backend.size else None,
         "has_ema": state.get("G_ema") is not None})
     if meta["workload"] != tr.cfg.workload:
         raise AgreedError([f"checkpoint {path}: trained workload {meta['workload']!r}, "
@@ -447,21 +478,84 @@ def resume_training(tr: Training, run: RunDir, resume: str, log) -> Position:
     backend.broadcast_optimizer(tr.opt_g)
     backend.broadcast_optimizer(tr.opt_d)
     tr.load_scaler_state(meta["scaler"], log)
-    tr.step_count = meta["step_count"]
     tr.best = meta.get("best") or {}
+
+    # The schedule: samples trained, as steps of this rank count (the same steps when the count is the same).
+    old_cfg = meta.get("config") or {}
+    old_train = old_cfg.get("train") or {}
+    old_global = (meta["world_size"] * int(old_train.get("batch_size", tr.cfg.train.batch_size))
+                  * int(old_train.get("accumulation", tr.cfg.train.accumulation)))
+    samples = meta.get("samples_seen")
+    samples = meta["step_count"] * old_global if samples is None else int(samples)
+    same_split = old_global == tr.cfg.global_batch(backend.size)
+    tr.step_count = meta["step_count"] if same_split else schedule.equivalent_steps(tr.cfg, backend.size, samples)
     tr.set_lr()
-    pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"])
-    changed = resume_changes(meta, tr.cfg, backend.size)
+
+    # RNG: each rank its own state at the same rank count; reseeded otherwise (said once).
     if meta["world_size"] == backend.size:
-        ckpt.set_rng_state(meta["rng"][backend.rank])
+        own = meta["rng"][backend.rank] if meta.get("rng") else ckpt.load_rank_rng(Path(path), backend.rank)
+        if own is not None:
+            ckpt.set_rng_state(own)
+        else:
+            torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + meta["global_step"])
+        if backend.any(own is None):
+            log(f"notice: checkpoint {path} has no RNG state beside it for some rank ({ckpt.rng_dir(Path(path))}); "
+                "those ranks' RNG streams are reseeded")
     else:
-        torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + pos.global_step)
-    if changed and pos.step_in_epoch:
-        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)}. Resuming mid-epoch would skip or "
-            f"repeat samples, so epoch {pos.epoch + 1} restarts from its first step")
-        pos.step_in_epoch = 0
-    elif changed:
-        log(f"notice: changed since checkpoint {path}: {'; '.join(changed)} (at an epoch boundary: the next epoch "
-            "uses the new values)")
+        torch.manual_seed(tr.cfg.seed + 7919 * (backend.rank + 1) + meta["global_step"])
+
+    pos = Position(meta["epoch"], meta["step_in_epoch"], meta["global_step"], samples_base=samples,
+                   steps_base=tr.step_count)
+    if plan is not None:
+        point = resume_point(meta, tr.cfg, backend.size, plan.train_samples, plan.steps_per_epoch)
+        pos.step_in_epoch, pos.continuation = point.step_in_epoch, point.continuation
+        if point.line:
+            log(f"notice: resuming {path}: {point.line}")
     log(f"resumed from {path}: epoch {pos.epoch}, step {pos.step_in_epoch} of the epoch, global step {pos.global_step}")
     return pos
+
+
+def epoch_batches(reader: ShardedReader, epoch: int, pos: Position, accumulation: int,
+                  ledger: "LedgerWriter | None"):
+    """This rank's micro-batches of `epoch` from pos.step_in_epoch on: its own order, or the rest of an epoch
+    begun under another split (pos.continuation); recorded in the sample ledger as they are drawn."""
+    c = pos.continuation
+    if c is not None and c.epoch == epoch:
+        batches = reader.epoch_from(epoch, c.unit, c.consumed)
+    else:
+        batches = reader.epoch(epoch, start_step=pos.step_in_epoch * accumulation)
+    return batches if ledger is None else _Ledgered(batches, ledger, epoch, pos.global_step, accumulation)
+
+
+class _Ledgered:
+    """An epoch's batches, each recorded in the ledger (epoch, the global step it trains in, its indices)."""
+
+    def __init__(self, inner, ledger: LedgerWriter, epoch: int, global_step: int, accumulation: int):
+        self.inner, self.ledger, self.epoch = inner, ledger, epoch
+        self.global_step, self.accumulation, self.drawn = global_step, accumulation, 0
+
+    @property
+    def batches(self):
+        """The index array of the wrapped epoch (as EpochIterator.batches)."""
+        return self.inner.batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.inner)
+        self.ledger.record(self.epoch, self.global_step + 1 + self.drawn // self.accumulation,
+                           self.inner.batches[self.drawn][:self.inner.counts[self.drawn]])
+        self.drawn += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def open_ledger(cfg: Config, backend: Backend, run: RunDir, pos: Position) -> LedgerWriter | None:
+    """train.sample_ledger: this rank's ledger file of this run's segment (rank 0 numbers the segment)."""
+    if not cfg.train.sample_ledger:
+        return None
+    segment = backend.broadcast_object(next_segment(run.path) if backend.is_root else None)
+    return LedgerWriter(run.path, segment, pos.global_step, backend.rank)

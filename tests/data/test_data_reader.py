@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcgan.data.reader import ShardedReader, epoch_order, plan_epoch
+from hpcgan.data.reader import ShardedReader, continued_plan, epoch_order, plan_epoch
 from hpcgan.errors import UserError
 
 
@@ -68,12 +68,61 @@ def test_resume_mid_epoch_gives_the_remaining_sequence(indexed, monkeypatch):
     assert len(rd.epoch(1, rd.steps_per_epoch)) == 0
 
 
-def test_reads_are_grouped_into_contiguous_runs():
-    plan = plan_epoch(4096, 2, 8, seed=0, epoch=0, shuffle=True, shuffle_block=32, remainder="drop")
-    group = np.unique(plan[0, :64].ravel())  # what one read group of 64 batches asks for
-    runs = 1 + np.count_nonzero(np.diff(group) != 1)
-    assert len(group) / runs >= 16  # long slabs, not single samples
+def _runs(indices: np.ndarray, gap: int = 0) -> int:
+    """Reads needed for these indices: runs of consecutive samples, merging gaps of at most `gap` samples."""
+    u = np.unique(indices.ravel())
+    return 1 + int(np.count_nonzero(np.diff(u) - 1 > gap))
+
+
+@pytest.mark.parametrize("size,batch,long_runs,merged", [(2, 32, 10, 24), (8, 32, 30, 30), (64, 4, 4, 4)])
+def test_reads_are_grouped_into_contiguous_runs(size, batch, long_runs, merged):
+    """Each rank's slice of a global batch is a block-aligned span: one window of 8 blocks per global batch
+    (size x batch >= 256) gives each rank runs of min(batch, block) samples; smaller global batches interleave
+    near the slices' edges, which the reader's gap merging reads as one slab."""
+    plan = plan_epoch(8192, size, batch, seed=0, epoch=0, shuffle=True, shuffle_block=32, remainder="drop")
+    group = plan[0, :16]  # what one read group asks for
+    assert group.size / _runs(group) >= long_runs  # long slabs, not single samples
+    assert group.size / _runs(group, gap=32) >= merged  # nearly whole blocks once small gaps are read through
     assert len(np.unique(plan[0, 0])) > 1 and not np.all(np.diff(plan[0, 0]) == 1)  # yet batches are shuffled
+
+
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_global_batches_do_not_depend_on_the_rank_count(remainder):
+    """Global batch k holds the same samples at 1 x 4b, 2 x 2b and 4 x b (and its one-rank order is the order
+    of every rank's slice, concatenated by position)."""
+    n, unit = 1000, 64
+    one = plan_epoch(n, 1, unit, seed=4, epoch=2, shuffle=True, shuffle_block=8, remainder=remainder)[0]
+    for size in (2, 4, 8):
+        plan = plan_epoch(n, size, unit // size, seed=4, epoch=2, shuffle=True, shuffle_block=8, remainder=remainder)
+        for k in range(len(one)):
+            np.testing.assert_array_equal(np.sort(plan[:, k].ravel()), np.sort(one[k]))
+            # each rank's slice keeps the one-rank batch's order
+            for r in range(size):
+                where = {int(v): i for i, v in enumerate(one[k])}
+                assert all(np.diff([where[int(v)] for v in plan[r, k]]) > 0)
+
+
+# plan_epoch(100, 1, 8, seed=3, epoch=1, shuffle_block=4)[0, :2] computed by the reader at 6b0497a.
+RECORDED_ONE_RANK = [[87, 2, 38, 53, 80, 42, 10, 48], [49, 86, 0, 82, 54, 37, 81, 52]]
+
+
+def test_one_rank_plan_matches_the_recorded_order():
+    """The one-rank order is the one every earlier release trained on (pinned: 1-rank runs keep their weights)."""
+    plan = plan_epoch(100, 1, 8, seed=3, epoch=1, shuffle=True, shuffle_block=4, remainder="drop")
+    assert plan[0, :2].tolist() == RECORDED_ONE_RANK
+
+
+def test_continued_epoch_reads_the_rest_once():
+    """A checkpoint at 2 x 8 after 5 global batches, continued at 3 x 4 (another global batch): exactly the
+    samples not yet consumed, each once; only a tail shorter than the new global batch is left out."""
+    n = 400
+    old = np.concatenate(list(plan_epoch(n, 2, 8, 1, 0, True, 8, "drop").transpose(1, 0, 2)))  # (steps*2, 8)
+    consumed = set(old[:10].ravel().tolist())
+    rest = set(old[10:].ravel().tolist())
+    got = np.concatenate([continued_plan(n, r, 3, 4, 1, 0, True, 8, "drop", unit=16, consumed=5 * 16).ravel()
+                          for r in range(3)])
+    assert len(got) == len(set(got.tolist())) and not set(got.tolist()) & consumed
+    assert len(rest) - len(got) < 12 and set(got.tolist()) <= rest
 
 
 def test_multi_file_dataset_is_one_index_space(indexed, tmp_path):
@@ -116,8 +165,9 @@ def test_cache_keeps_a_fixed_shard_and_covers_every_sample(indexed):
 
 
 def test_unshuffled_reader_reads_in_order(indexed):
+    """Unshuffled, global batch k is samples k*8..k*8+7 and rank 1 of 2 takes the second half of each."""
     rd = ShardedReader(indexed(32), 1, 2, 4, seed=0, shuffle=False, normalize=False)
-    np.testing.assert_array_equal(_read_all(rd, 0).ravel(), np.arange(16, 32))
+    np.testing.assert_array_equal(_read_all(rd, 0), np.arange(32).reshape(4, 2, 4)[:, 1])
 
 
 def test_float16_files_come_out_float32(indexed):
@@ -216,13 +266,13 @@ def test_nan_found_per_batch_in_large_mode(indexed):
 def test_shuffled_epoch_is_read_in_long_slabs(indexed, monkeypatch):
     rd = ShardedReader(indexed(1000), 1, 2, 8, seed=4, shuffle_block=32, normalize=False)
     runs = []
-    orig = ShardedReader.read_sorted
+    orig = ShardedReader._slabs
 
-    def spy(self, uniq, files, check=False):
-        runs.append(1 + np.count_nonzero(np.diff(uniq) != 1))
-        return orig(self, uniq, files, check)
+    def spy(self, uniq, fidx):
+        runs.append(len(orig(self, uniq, fidx)))
+        return orig(self, uniq, fidx)
 
-    monkeypatch.setattr(ShardedReader, "read_sorted", spy)
+    monkeypatch.setattr(ShardedReader, "_slabs", spy)
     got = _read_all(rd, 0)
     assert len(got) * 8 / sum(runs) >= 16  # samples per slab read
 
@@ -254,3 +304,32 @@ def test_evaluation_shares_at_1024_ranks_read_each_sample_once(indexed, n, limit
     assert np.array_equal(seen, one)  # rank order = file order: the 1-rank evaluation's samples
     # Per-rank means averaged over ranks (the old reduction) weigh samples unevenly; the weighted sum does not.
     assert seen.astype(np.float64).sum() / len(seen) == pytest.approx(one.mean(), rel=1e-12)
+
+
+def test_finite_scan_is_split_over_ranks_and_done_once_per_data_set(indexed, monkeypatch):
+    """check_finite=open: rank r of 3 scans its third (the data set is read once in all, not once per rank),
+    a pass is remembered in the process (the trainer does not scan again after preflight), and a file
+    rewritten in place since is scanned again."""
+    from hpcgan.data import reader as reader_module
+    from hpcgan.data.reader import mark_scanned
+
+    p = indexed(50)
+    calls = []
+    orig = reader_module.find_nonfinite
+    monkeypatch.setattr(reader_module, "find_nonfinite",
+                        lambda f, path, name, a=0, b=None: (calls.append((name, a, b)), orig(f, path, name, a, b))[1])
+    readers = [ShardedReader(p, r, 3, 4, seed=0, normalize=False, check_finite="open", defer_scan=True)
+               for r in range(3)]
+    assert calls == []
+    for r, rd in enumerate(readers):
+        rd.scan_finite(r, 3)
+    assert sorted((a, b) for name, a, b in calls if name == "inputs") == [(0, 17), (17, 34), (34, 50)]
+    mark_scanned(readers[0])  # what the caller does once every rank's share passed
+    calls.clear()
+    ShardedReader(p, 0, 1, 4, seed=0, normalize=False, check_finite="open")
+    assert calls == []
+    time.sleep(0.05)
+    with h5py.File(p, "r+") as f:
+        f["inputs"][3, 0, 0, 0] = np.nan
+    with pytest.raises(UserError, match="sample 3: non-finite"):
+        ShardedReader(p, 0, 1, 4, seed=0, normalize=False, check_finite="open")

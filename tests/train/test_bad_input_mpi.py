@@ -89,7 +89,9 @@ CASES = [  # (name, overrides, what rank 0's one line must match); files under t
     ("sample counts", ["data.path={d}/short-targets.h5"],
      r"short-targets\.h5: dataset 'targets' has 6 samples but dataset 'inputs' has 8$"),
     ("dtype", ["data.path={d}/int-inputs.h5"], r"int-inputs\.h5: dataset 'inputs' has dtype int32, expected float32"),
-    ("NaN sample", ["data.path={d}/nan.h5"], r"nan\.h5: dataset 'inputs' sample 5: non-finite value \(NaN or Inf\)$"),
+    # Each rank scans its share (samples 4..7 are rank 1's): the data set is read once, not once per rank.
+    ("NaN sample", ["data.path={d}/nan.h5"],
+     r"nan\.h5: dataset 'inputs' sample 5: non-finite value \(NaN or Inf\) \(rank 1 of 2\)$"),
     ("bad validation file", ["data.path={d}/good.h5", "data.val_path={d}/text.h5"], r"text\.h5: cannot open as HDF5"),
     ("too few samples", ["data.path={d}/good.h5", "train.batch_size=8"],
      r"good\.h5: 8 samples cannot fill one batch of 8 on each of 2 ranks"),

@@ -149,6 +149,8 @@ def test_a_full_disk_at_a_checkpoint_ends_with_the_requeue_code_and_loses_nothin
     real_write, calls = ckpt.write_atomic, []
 
     def fills_up(final, payload):
+        if final.parent.name.endswith(".rng"):  # the rank's RNG state beside it (a few KB) still fits
+            return real_write(final, payload)
         calls.append(final.name)
         if len(calls) > 2:  # the first checkpoint and its record fit; the second does not
             with open(final.with_name(f".{final.name}.tmp-{os.getpid()}"), "wb") as f:
@@ -179,3 +181,38 @@ def test_a_full_disk_at_a_checkpoint_ends_with_the_requeue_code_and_loses_nothin
         signals.reset()
     assert "resumed from" in capsys.readouterr().err
     assert [p.name for p in ckpt_dir.iterdir() if p.name.startswith(".")] == []
+
+
+def test_rank_rng_files_beside_the_checkpoint_rotate_with_it(tmp_path):
+    """Each rank's RNG state is its own file beside the checkpoint (no gather), loads weights_only, and goes
+    when its checkpoint is rotated away; a folder whose checkpoint never got written is stale."""
+    for step in (1, 2, 3):
+        for rank in (0, 1):
+            assert ckpt.save_rank_rng(tmp_path, step, rank) is None
+        ckpt.save_checkpoint({"w": torch.ones(1)}, tmp_path, step, 2)
+    expect = torch.rand(3)  # the draws that followed the last save
+    assert sorted(p.name for p in tmp_path.glob("*.rng")) == ["ckpt-00000002.pt.rng", "ckpt-00000003.pt.rng"]
+    state = ckpt.load_rank_rng(tmp_path / ckpt.checkpoint_name(3), 1)
+    assert set(state) >= {"torch", "python", "numpy"}
+    assert ckpt.load_rank_rng(tmp_path / ckpt.checkpoint_name(3), 2) is None  # no such rank: reseeded
+    assert ckpt.save_rank_rng(tmp_path, 4, 0) is None  # a write cut before its checkpoint ...
+    ckpt.save_checkpoint({"w": torch.ones(1)}, tmp_path, 5, 2)  # ... is removed at the next save
+    assert not (tmp_path / "ckpt-00000004.pt.rng").exists() and not (tmp_path / "ckpt-00000002.pt.rng").exists()
+    ckpt.set_rng_state(ckpt.load_rank_rng(tmp_path / ckpt.checkpoint_name(3), 1))
+    assert torch.equal(torch.rand(3), expect)
+
+
+def test_old_cuda_state_list_with_fewer_gpus_is_no_error(monkeypatch):
+    """A checkpoint of before held every visible GPU's state; a requeued task that sees fewer GPUs restores
+    its own device's entry instead of raising IndexError (torch.cuda.set_rng_state_all)."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: seen.append((int(s[0]), d)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: (_ for _ in ()).throw(IndexError("list index")))
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": "MT19937", "keys": torch.zeros(624, dtype=torch.int64), "pos": 624, "has_gauss": 0,
+                       "cached_gaussian": 0.0},
+             "cuda": [torch.full((16,), 7, dtype=torch.uint8) for _ in range(4)]}
+    ckpt.set_rng_state(state)
+    assert seen == [(7, 0)]

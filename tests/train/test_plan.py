@@ -172,7 +172,8 @@ def test_validation_plan_when_ranks_outnumber_samples():
 @pytest.mark.timeout(300)
 def test_dry_run_previews_the_resume(tmp_path, crf_data, capsys):
     """With a checkpoint in the run directory the dry run says what resuming would do: continue exactly,
-    restart the interrupted epoch (other batch size or rank count), or stop (other training data)."""
+    continue the interrupted epoch with the samples not yet consumed (other batch size or rank count),
+    restart it (another seed: its order is another), or stop (other training data)."""
     from hpcgan.runtime import signals
     from hpcgan.runtime.backend import LocalBackend
     from hpcgan.runtime.env import ProcessInfo
@@ -191,9 +192,64 @@ def test_dry_run_previews_the_resume(tmp_path, crf_data, capsys):
     assert main(base + [f"data.path={crf_data}", "train.batch_size=4"]) == 0
     out = capsys.readouterr().out
     assert out.count("step 3; ") == 2 and "epoch 1, step 3; continues exactly" in out
-    assert "changed: ranks 1 -> 2 (RNG streams reseeded); the interrupted epoch restarts from its first step" in out
+    assert ("ranks 1 -> 2: epoch 1 continues with the 20 samples not yet consumed (12 of 32 trained, 3 global "
+            "batches of 1 rank(s)) in 2 steps of 8; 4 left out (no whole global batch)") in out
     assert main(base + [f"data.path={crf_data}", "train.batch_size=2"]) == 0
-    assert "changed: train.batch_size 4 -> 2; the interrupted epoch restarts" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train.batch_size 4 -> 2: epoch 1 continues with the 20 samples not yet consumed" in out
+    assert "ranks 1 -> 2; train.batch_size 4 -> 2: epoch 1 continues" in out and "in 5 steps of 4" in out
+    assert main(base + [f"data.path={crf_data}", "train.batch_size=4", "seed=99"]) == 0
+    assert "restarts from its first step" in capsys.readouterr().out
     other = write_crf(tmp_path / "other.h5", 24)
     assert main(base + [f"data.path={other}", "train.batch_size=4"]) == 2
     assert "resume needs the same training data" in capsys.readouterr().err
+
+
+def test_warmup_counts_samples_so_a_rank_change_does_not_jump_the_lr():
+    """At a fixed rank count the sample-counted factor is exactly the step-counted one; a run at 2 ranks
+    resumed at 4 continues the warm-up at the same fraction (counting its old steps at 4 ranks would
+    have put it past the end)."""
+    from hpcgan.train import schedule
+
+    cfg = load_config("lhc-small", ["train.warmup_samples=4096", "train.batch_size=32", "train.lr_scaling=linear"])
+    for ws in (1, 2, 8):
+        g = cfg.global_batch(ws)
+        assert all(schedule.lr_factor(cfg, ws, s) == schedule.lr_factor_at(cfg, ws, s * g) for s in range(300))
+    samples = 40 * cfg.global_batch(2)
+    steps = schedule.equivalent_steps(cfg, 4, samples)
+    assert steps == 20
+
+    def progress(ws: int, step: int) -> float:
+        return (schedule.lr_factor(cfg, ws, step) - 1) / (schedule.lr_scale(cfg, ws) - 1)
+
+    assert progress(4, steps) == pytest.approx(progress(2, 40)) == pytest.approx(0.625)
+    assert progress(4, 40) == 1.0  # what keeping the step count would have done
+
+
+def test_two_resumes_at_other_rank_counts_read_every_sample_once():
+    """1 x 4 for 3 steps, then 2 x 4 for 1 step (a checkpoint inside the continued epoch), then 1 x 4 to the
+    end: resume_point and consumed_at chain, and the reader's plans for each part read each sample once."""
+    import numpy as np
+
+    from hpcgan.data.reader import continued_plan, rank_plan
+    from hpcgan.train.resume import consumed_at, resume_point
+
+    n = 48
+
+    cfg = load_config("lhc-small", ["train.batch_size=4", "data.shuffle_block=4", "seed=3",
+                                    "data.cache=false"])  # the preset caches a shard per rank
+    first = rank_plan(n, 0, 1, 4, 3, 0, True, 4, "drop")[:3]
+    meta = {"epoch": 0, "step_in_epoch": 3, "world_size": 1, "config": cfg.to_dict(),
+            "epoch_order": {"unit": 4, "consumed": 12}}
+    point = resume_point(meta, cfg, 2, n, steps_per_epoch=6)
+    assert point.continuation is not None and point.step_in_epoch == 2 and "ranks 1 -> 2" in point.line
+    c = point.continuation
+    second = [continued_plan(n, r, 2, 4, 3, 0, True, 4, "drop", c.unit, c.consumed)[:1] for r in range(2)]
+    unit, consumed = consumed_at(0, point.step_in_epoch + 1, c, cfg, 2)
+    assert (unit, consumed) == (4, 20)
+    meta = {**meta, "step_in_epoch": 3, "world_size": 2, "epoch_order": {"unit": unit, "consumed": consumed}}
+    back = resume_point(meta, cfg, 1, n, steps_per_epoch=12)
+    assert back.continuation is None and back.step_in_epoch == 5  # the same unit: at global batch 5
+    third = rank_plan(n, 0, 1, 4, 3, 0, True, 4, "drop")[5:]
+    got = np.concatenate([first.ravel(), *(s.ravel() for s in second), third.ravel()])
+    np.testing.assert_array_equal(np.sort(got), np.arange(n))

@@ -87,17 +87,19 @@ def test_nonfinite_skip_continues(tmp_path, crf_data):
 
 
 @pytest.mark.timeout(300)
-def test_changed_batch_size_mid_epoch_restarts_the_epoch(tmp_path, crf_data, capsys):
-    """32 samples: stopped after 3 of 8 steps at batch 4, resumed at batch 2 (16 steps per epoch). Before,
-    the run went on from sample 3 x 2 = 6 of the new order and ended at step 32, skipping samples."""
+def test_changed_batch_size_mid_epoch_continues_with_the_rest(tmp_path, crf_data, capsys):
+    """32 samples: stopped after 3 of 8 steps at batch 4 (12 samples), resumed at batch 2: the epoch goes on
+    with the 20 samples not yet consumed (10 steps), then epoch 2 has 16 steps. Before global-batch ordering
+    the epoch restarted (3 + 16 + 16 steps); before that, it skipped samples."""
     assert train(tiny_config(tmp_path, crf_data, "train.epochs=2", "train.batch_size=4", "train.max_steps=3"),
                  local()) == 0
     assert train(tiny_config(tmp_path, crf_data, "train.epochs=2", "train.batch_size=2"), local()) == 0
     err = capsys.readouterr().err
-    assert "changed since checkpoint" in err and "train.batch_size 4 -> 2" in err
-    assert "epoch 1 restarts from its first step" in err
+    assert ("train.batch_size 4 -> 2: epoch 1 continues with the 20 samples not yet consumed (12 of 32 trained, "
+            "3 global batches of 1 rank(s)) in 10 steps of 2") in err
     last = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
-    assert last.name == "ckpt-00000035.pt"  # 3 + 16 (epoch 1 again) + 16 (epoch 2)
+    assert last.name == "ckpt-00000029.pt"  # 3 + 10 (the rest of epoch 1) + 16 (epoch 2)
+    assert ckpt.load_checkpoint(last)["epoch_order"] == {"unit": 2, "consumed": 0}
 
 
 @pytest.mark.timeout(300)
