@@ -93,32 +93,32 @@ def _uniform(bits: torch.Tensor) -> torch.Tensor:
     return (_srl(bits, 40).float() + 0.5) * (1.0 / (1 << 24))
 
 
-def rand(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Uniform (0, 1) of shape (batch, *shape), dtype and device of `like`."""
+def _keyed_uniforms(batch: int, per_sample: int, like: torch.Tensor) -> torch.Tensor | None:
+    """(batch, per_sample) keyed uniforms inside `keyed`, None outside it."""
     src = _source.get()
     if src is None:
+        return None
+    if len(src.keys) != batch:
+        raise RuntimeError(f"per-sample noise: {len(src.keys)} keys for a batch of {batch}")
+    return _uniform(src.bits(per_sample, like.device))
+
+
+def rand(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Uniform (0, 1) of shape (batch, *shape), dtype and device of `like`."""
+    u = _keyed_uniforms(batch, math.prod(shape), like)
+    if u is None:
         return torch.rand(batch, *shape, device=like.device, dtype=like.dtype)
-    _check(src, batch)
-    n = math.prod(shape)
-    return _uniform(src.bits(n, like.device)).reshape(batch, *shape).to(like.dtype)
+    return u.reshape(batch, *shape).to(like.dtype)
 
 
 def randn(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Standard normal of shape (batch, *shape), dtype and device of `like` (Box-Muller on two uniforms)."""
-    src = _source.get()
-    if src is None:
-        return torch.randn(batch, *shape, device=like.device, dtype=like.dtype)
-    _check(src, batch)
     n = math.prod(shape)
-    u = _uniform(src.bits(2 * n, like.device))
-    u1, u2 = u[:, :n], u[:, n:]
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    u = _keyed_uniforms(batch, 2 * n, like)
+    if u is None:
+        return torch.randn(batch, *shape, device=like.device, dtype=like.dtype)
+    z = torch.sqrt(-2.0 * torch.log(u[:, :n])) * torch.cos(2.0 * math.pi * u[:, n:])
     return z.reshape(batch, *shape).to(like.dtype)
-
-
-def _check(src: _Source, batch: int) -> None:
-    if len(src.keys) != batch:
-        raise RuntimeError(f"per-sample noise: {len(src.keys)} keys for a batch of {batch}")
 
 
 class Dropout2d(nn.Module):
