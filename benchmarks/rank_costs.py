@@ -10,6 +10,11 @@ What one rank of `--ranks` pays that could grow with the rank count:
                  (allgather, before) or nothing (its own file beside the checkpoint, after)
   finite scan    bytes a rank reads at start-up under data.check_finite=open for a --data-mb data set:
                  the whole set in preflight and again in the trainer (before), or its share once (after)
+  evaluate       `hpcgan evaluate` of --eval-samples held-out samples of the `crf` preset (256x256 RGB from 44
+                 channels): what every rank receives and what rank 0 reads and holds. Before: all generated
+                 images (allgather) and, on rank 0, every input and target. After: measured from the
+                 workload's streamed statistics (their size does not depend on the samples or the ranks)
+                 plus the figures' first samples
 Run it against two checkouts to compare (PYTHONPATH=OLD ... and PYTHONPATH=NEW ...); the code version is
 detected from the API it finds. Prints a table, writes JSON with --out.
 """
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4, help="per-rank batch")
     p.add_argument("--shuffle-block", type=int, default=32)
     p.add_argument("--data-mb", type=float, default=256.0)
+    p.add_argument("--eval-samples", type=int, default=20000, help="held-out samples `hpcgan evaluate` reads")
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
 
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     data = a.data_mb * 2**20
     rows["scan_bytes"] = data / size if hasattr(reader, "mark_scanned") else 2 * data
 
+    rows.update(evaluate_costs(a.eval_samples, size))
+
     print(f"one rank of {size}: {n} samples, batch {b}, shuffle block {sb} ({rows['version']} code)")
     print(f"  epoch plan      {rows['plan_s']:.3f} s, peak {rows['plan_mib']:.1f} MiB for {rows['plan_samples']} "
           f"indices")
@@ -82,10 +90,33 @@ def main(argv: list[str] | None = None) -> int:
           f"{rows['rng_received_bytes'] / 2**20:.1f} MiB")
     print(f"  finite scan     {rows['scan_bytes'] / 2**20:.2f} MiB read at start-up for a {a.data_mb:g} MiB data set "
           f"({rows['scan_bytes'] * size / 2**30:.2f} GiB over all ranks)")
+    print(f"  evaluate        {a.eval_samples} crf samples: every rank receives {rows['eval_received_bytes'] / 2**20:.2f}"
+          f" MiB, rank 0 reads {rows['eval_root_read_bytes'] / 2**20:.2f} MiB of held-out data beyond its share")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"params": vars(a), "results": rows}, indent=1))
     return 0
+
+
+def evaluate_costs(samples: int, size: int) -> dict:
+    """Bytes every rank receives and rank 0 reads beyond its own share when evaluating the crf preset."""
+    import numpy as np
+
+    from hpcgan.config import load_config
+    from hpcgan.workloads import get_workload
+
+    cfg = load_config("crf", [])
+    wl = get_workload(cfg)
+    c = cfg.crf
+    target, inputs = 4 * c.out_channels * c.size ** 2, 4 * c.in_channels * c.size ** 2
+    own = -(-samples // size)
+    if not hasattr(wl, "evaluation_batch"):  # before: gather every image, rank 0 reads the whole set
+        return {"eval_received_bytes": samples * target, "eval_root_read_bytes": (samples - own) * (inputs + target)}
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0, 1, (2, c.out_channels, c.size, c.size)).astype(np.float32)
+    x = rng.normal(size=(2, c.in_channels, c.size, c.size)).astype(np.float32)
+    stats = wl.evaluation_batch(x, real, real, {})  # rank 0 keeps its own first samples for the figures
+    return {"eval_received_bytes": stats.nbytes(), "eval_root_read_bytes": 0}
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         model_s = 0.0
         with h5py.File(part, "w") as f:
             d = f.create_dataset("fake", (stop - start, *reader.target_shape), dtype="float32")
-            for first, fake, dt in generate_range(cfg, workload, G, reader, start, stop, args.batch_size, backend.device):
+            for first, fake, dt, _, _ in generate_range(cfg, workload, G, reader, start, stop, args.batch_size, backend.device):
                 d[first - start:first - start + len(fake)] = fake
                 model_s += dt
         wall = time.perf_counter() - t0

@@ -558,16 +558,22 @@ class ShardedReader:
         x *= self._inv_std
         return x
 
-    def read_meta(self, name: str) -> np.ndarray:
-        """meta/<name> of every sample, in global index order."""
+    def read_meta(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """meta/<name> of samples [start, stop) (default: every sample), in global index order; only the
+        files that hold the range are opened, and only the range is read (evaluation reads it per batch)."""
+        stop = self.num_samples if stop is None else min(int(stop), self.num_samples)
         parts = []
-        for p in self.paths:
+        for i, p in enumerate(self.paths):
+            lo, hi = max(start, int(self.offsets[i])), min(stop, int(self.offsets[i + 1]))
+            if lo >= hi and parts:
+                continue
             with open_read(p) as f:
                 key = f"meta/{name}"
                 if key not in f:
                     have = sorted(f["meta"].keys()) if "meta" in f else []
                     raise UserError(f"{p}: dataset '{key}' missing (available meta: {', '.join(have) or 'none'})")
-                parts.append(f[key][:])
+                base = int(self.offsets[i])
+                parts.append(f[key][max(lo - base, 0):max(hi - base, 0)])
         return np.concatenate(parts)
 
     def close(self) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from hpcgan.runtime.backend import Backend
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.step import amp_dtype
 from hpcgan.workloads import Workload, get_workload, precision
+from hpcgan.workloads.evaluation import EvalStats, merge, merge_examples
 
 
 def rank_range(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -51,24 +52,61 @@ def open_for_inference(cfg: Config, path: str, backend: Backend) -> ShardedReade
     return reader
 
 
+class Generated(NamedTuple):
+    """One generated batch: its first index, the generated targets, seconds in the model, and the batch's
+    inputs and targets as read (file units)."""
+
+    first: int
+    fake: np.ndarray
+    seconds: float
+    inputs: np.ndarray
+    targets: np.ndarray
+
+
 def generate_range(cfg: Config, workload: Workload, G: nn.Module, reader: ShardedReader, start: int, stop: int,
-                   batch_size: int, device: torch.device) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Yield (first index, generated targets in file units, seconds spent in the model) per batch.
+                   batch_size: int, device: torch.device) -> Iterator[Generated]:
+    """Generate samples [start, stop) batch by batch, in file units.
 
     Runs in the precision training used (train.amp under the workload's policy, its fp32 parts kept)."""
     dtype = amp_dtype(cfg.train.amp, device, workload)
     for b in range(start, stop, batch_size):
         idx = np.arange(b, min(b + batch_size, stop))
-        x, y = reader.read_samples(idx, normalize=True)
-        cond, _ = workload.prepare(torch.from_numpy(x), torch.from_numpy(y), device)
+        x, y = reader.read_samples(idx, normalize=False)
+        cond, _ = workload.prepare(torch.from_numpy(reader.normalize_inputs(x.copy())), torch.from_numpy(y), device)
         t0 = _sync_time(device)
         with torch.no_grad(), precision.autocast(device, dtype):
             fake = workload.to_data_units(G(cond).float())
         out = fake.cpu().numpy()
-        yield b, out, _sync_time(device) - t0
+        yield Generated(b, out, _sync_time(device) - t0, x, y)
 
 
 def _sync_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def combine_evaluation(backend: Backend, local: EvalStats, examples: dict | None) -> tuple[EvalStats, dict, dict]:
+    """Every rank's evaluation stats, as one pass over the set would give them: the sums in one allreduce
+    (its size is fixed by the workload, not by the samples or the ranks), the rows and the figures' examples
+    gathered in rank order (= index order). Returns (stats, examples, bytes sent per rank by kind)."""
+    template = backend.broadcast_object({k: np.shape(v) for k, v in local.sums.items()}, root=0)
+    sums = {}
+    if template:
+        flat = torch.from_numpy(np.concatenate([
+            np.asarray(local.sums[k], np.float64).ravel() if k in local.sums else np.zeros(int(np.prod(shape)))
+            for k, shape in template.items()]))
+        backend.allreduce_(flat, op="sum", name="evaluate.sums")
+        offset = 0
+        for k, shape in template.items():
+            size = int(np.prod(shape))
+            sums[k] = flat[offset:offset + size].numpy().reshape(shape)
+            offset += size
+    # Rank 0 holds the first samples itself unless its share is shorter than the examples: only then do
+    # other ranks' examples travel (and rank 0's never do).
+    gathered = backend.allgather_object((local.rows, None if backend.is_root else examples))
+    rows = merge([EvalStats(rows=r) for r, _ in gathered]).rows
+    shown = [examples if backend.is_root else None] + [e for _, e in gathered[1:]]
+    sent = {"sums_reduced": int(8 * sum(int(np.prod(s)) for s in template.values())),
+            "rows_gathered": EvalStats(rows=rows).nbytes()}
+    return EvalStats(rows, sums), merge_examples(shown), sent

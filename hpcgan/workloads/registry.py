@@ -21,6 +21,7 @@ from torch import nn
 
 from hpcgan.config import Config
 from hpcgan.errors import UserError
+from hpcgan.workloads.evaluation import EvalStats, merge_examples, take_examples
 from hpcgan.workloads.masks import valid_mean
 from hpcgan.workloads.precision import Precision
 
@@ -83,10 +84,29 @@ class Workload(ABC):
                       tb_writer=None, step: int = 0) -> None:
         """Sample figures for one validation batch (rank 0 only). Optional."""
 
+    # Science evaluation on held-out data, streamed (workloads/evaluation.py): every rank turns each batch
+    # it generated into EvalStats; rank 0 merges them and finishes. Arrays are in file units; `real` is the
+    # dataset's target, `fake` the generator's, `meta` the batch's meta/ arrays.
+    eval_examples: int = 4  # full-size samples (the first, by index) that reach rank 0 for the figures
+
+    def evaluation_batch(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict) -> EvalStats:
+        """What one batch contributes. Default: the samples themselves as rows, for workloads whose samples
+        are a few numbers each (an LHC track); image workloads return per-sample scores and sums instead."""
+        return EvalStats(rows={"inputs": np.asarray(inputs), "real": np.asarray(real), "fake": np.asarray(fake),
+                               **{f"meta/{k}": np.asarray(v) for k, v in meta.items()}})
+
     @abstractmethod
+    def evaluation_finish(self, stats: EvalStats, examples: dict, out_dir: Path) -> dict:
+        """Rank 0: the merged stats of every sample and the first `eval_examples` samples (dict with inputs,
+        real, fake, meta) -> figures + JSON under out_dir; returns the summary numbers."""
+
     def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        """Science evaluation on held-out data (rank 0, file units): write figures + JSON under out_dir,
-        return the summary numbers. `real` is the dataset's target, `fake` the generator's."""
+        """The whole evaluation of arrays held in memory: one batch, then finish (what the streamed path
+        computes for any split of the same samples)."""
+        stats = self.evaluation_batch(inputs, real, fake, meta)
+        examples = take_examples(np.asarray(inputs), np.asarray(real), np.asarray(fake),
+                                 {k: np.asarray(v) for k, v in (meta or {}).items()}, 0, self.eval_examples)
+        return self.evaluation_finish(stats, merge_examples([examples]), out_dir)
 
     def summary_table(self, summary: dict) -> str:
         """The evaluation's headline numbers as text, printed by `hpcgan evaluate` (default: the scalar entries

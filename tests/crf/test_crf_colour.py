@@ -85,7 +85,17 @@ def test_chroma_is_zero_for_grey_and_stats_have_every_band():
     stats = colour.chroma_stats(grey, RGB)
     assert list(stats["bands"]) == RGB and stats["rms"] < 1e-3
     assert len(stats["bands"]["R"]["hist"]) == len(stats["bins"]) - 1
-    assert colour.wasserstein_1d(np.zeros(10), np.full(10, 0.5)) == pytest.approx(0.5)
+    # W1 and the percentiles come from a histogram that adds over batches: exact to its 5e-5 sub-bins.
+    hist = lambda v: np.histogram(v, colour.CHROMA_FINE)[0]  # noqa: E731
+    assert colour.wasserstein_hist(hist(np.zeros(10)), hist(np.full(10, 0.05))) == pytest.approx(0.05, abs=1e-4)
+    assert colour.wasserstein_hist(hist(np.zeros(10)), hist(np.zeros(10))) == 0.0
+    tinted = 0.5 + np.random.default_rng(4).uniform(-0.1, 0.1, (8, 3, 32, 32))
+    stats, c = colour.chroma_stats(tinted, RGB), colour.valid_chroma(tinted)
+    for i, band in enumerate(RGB):
+        p1, p50, p99 = np.percentile(c[i], [1, 50, 99])
+        got = stats["bands"][band]
+        assert abs(got["p1"] - p1) < 3e-4 and abs(got["p50"] - p50) < 3e-4 and abs(got["p99"] - p99) < 3e-4
+        assert got["std"] == pytest.approx(c[i].std(), rel=1e-9)
 
 
 class _Noise(nn.Module):

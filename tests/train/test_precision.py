@@ -125,7 +125,7 @@ def test_inference_follows_policy(tmp_path, lhc_data):
     for amp in ("fp16", "off"):
         cfg, workload, G, _, _ = load_generator(str(tmp_path / "run"), backend, [f"train.amp={amp}"])
         reader = open_for_inference(cfg, lhc_data, backend)
-        outs[amp] = np.concatenate([f for _, f, _ in generate_range(cfg, workload, G, reader, 0, 256, 128,
+        outs[amp] = np.concatenate([g.fake for g in generate_range(cfg, workload, G, reader, 0, 256, 128,
                                                                     backend.device)])
         reader.close()
     assert np.isfinite(outs["fp16"]).all()

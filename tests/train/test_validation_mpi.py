@@ -84,6 +84,16 @@ def test_two_rank_evaluate_takes_the_ema_generator_of_the_best_checkpoint(tmp_pa
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["checkpoint"].endswith(f"checkpoints/{ckpt.BEST_NAME}") and summary["weights"] == "ema"
     assert f"checkpoints/{ckpt.BEST_NAME} (ema generator)" in job.output
+    # Streamed: the ranks sent sums, not images, and one process evaluating every sample agrees.
+    one = run_mpi(1, [HPCGAN, "evaluate", run, "--data", val, "--out", tmp_path / "ev1"], timeout=240)
+    single = json.loads((tmp_path / "ev1" / "summary.json").read_text())
+    assert one.returncode == 0 and single["samples"] == summary["samples"] == 8
+    assert summary["bytes_combined"] == single["bytes_combined"]  # the same at 1 and 2 ranks
+    assert summary["bytes_combined"]["rows_gathered"] == 0 and summary["bytes_combined"]["sums_reduced"] > 0
+    for key in ("l1", "mse"):
+        assert summary[key] == pytest.approx(single[key], rel=1e-9), key
+    for band, row in single["coherence"]["gap"].items():
+        assert summary["coherence"]["gap"][band] == pytest.approx(row, rel=1e-6, abs=1e-9), band
     run_mpi(2, [HPCGAN, "evaluate", run, "--data", val, "--out", tmp_path / "ev2", "--checkpoint", "last",
                 "--weights", "raw"], timeout=240)
     summary = json.loads((tmp_path / "ev2" / "summary.json").read_text())

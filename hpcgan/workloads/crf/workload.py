@@ -24,8 +24,8 @@ from hpcgan.workloads.crf import colour, figures, spectrum
 from hpcgan.workloads.crf import convert_npz, synth
 from hpcgan.workloads.crf.colour_models import ChromaInputDiscriminator, LumaChromaGenerator
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
-from hpcgan.workloads.masks import valid_mean
 from hpcgan.workloads.precision import Precision
+from hpcgan.workloads.evaluation import EvalStats
 from hpcgan.workloads.registry import Workload, register
 
 EVAL_JSON = "crf_evaluation.json"
@@ -104,13 +104,12 @@ class CRFWorkload(Workload):
             tb_writer.add_images(f"{tag}/real", real_rgb, step, dataformats="NHWC")
             tb_writer.add_images(f"{tag}/generated", fake_rgb, step, dataformats="NHWC")
 
-    # Science evaluation.
-    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band;
-        for RGB, the bands' coherence per wavenumber band and the chroma distribution (colour.compare).
-        All over the pixels meta["valid"] marks (every pixel when the data have no such mask).
-        Writes crf_evaluation.json (with the spectra), crf_samples.png, crf_spectra.png and crf_colour.png
-        under out_dir."""
+    # Science evaluation (streamed: every statistic is a sum over samples, so no image leaves its rank
+    # except the few the sample figure shows).
+    def evaluation_batch(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict) -> EvalStats:
+        """Sums over this batch, over the pixels meta["valid"] marks (every pixel when the data have no
+        such mask): absolute and squared errors per channel, radially averaged power spectra per channel
+        and grayscale, and for RGB the co-spectra and chroma histograms (colour.compare_sums)."""
         real = np.asarray(real, np.float64)
         fake = np.asarray(fake, np.float64)
         if real.shape != fake.shape or real.ndim != 4:
@@ -120,45 +119,74 @@ class CRFWorkload(Workload):
         if valid is not None and np.shape(valid) != (real.shape[0], *real.shape[2:]):
             raise UserError(f"crf evaluate: meta '{VALID_META}' has shape {np.shape(valid)}, expected "
                             f"{(real.shape[0], *real.shape[2:])} (one mask per sample)")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        names = target_names(real.shape[1])
+        n, c, h, w = real.shape
+        weight = np.ones((n, 1, h, w)) if valid is None else (np.asarray(valid)[:, None] != 0) * 1.0
+        sums = {"n": np.float64(n), "n_pixels": np.float64(n * h * w), "n_valid": weight.sum(),
+                "abs_err": (np.abs(fake - real) * weight).sum(axis=(0, 2, 3)),
+                "sq_err": ((fake - real) ** 2 * weight).sum(axis=(0, 2, 3))}
+        for name, (r, f) in self._fields(real, fake).items():
+            sums[f"power_real/{name}"] = spectrum.radial_power_spectrum(r, valid)[1].sum(0)
+            sums[f"power_fake/{name}"] = spectrum.radial_power_spectrum(f, valid)[1].sum(0)
+        if c == 3:  # luminance and chroma are defined for RGB
+            sums.update({f"colour/{k}": v for k, v in colour.compare_sums(real, fake, target_names(c), valid).items()})
+        return EvalStats(sums=sums)
+
+    @staticmethod
+    def _fields(real: np.ndarray, fake: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The fields whose spectra are compared: grayscale (luminance for RGB), then every channel."""
         fields = {"gray": (spectrum.grayscale(real) if real.shape[1] == 3 else real.mean(1),
                            spectrum.grayscale(fake) if fake.shape[1] == 3 else fake.mean(1))}
-        fields.update({n: (real[:, i], fake[:, i]) for i, n in enumerate(names)})
-        k = None
+        fields.update({n: (real[:, i], fake[:, i]) for i, n in enumerate(target_names(real.shape[1]))})
+        return fields
+
+    def evaluation_finish(self, stats: EvalStats, examples: dict, out_dir: Path) -> dict:
+        """L1, MSE, radially averaged power spectra (per channel and grayscale) and their distance per band;
+        for RGB, the bands' coherence per wavenumber band and the chroma distribution (colour.compare_from).
+        Writes crf_evaluation.json (with the spectra), crf_samples.png, crf_spectra.png and crf_colour.png
+        under out_dir."""
+        s = stats.sums
+        if not s:
+            raise UserError("crf evaluate: no held-out samples to evaluate")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n, n_valid = float(s["n"]), float(s["n_valid"])
+        names = target_names(len(s["abs_err"]))
+        channels = len(names)
+        field_names = ["gray", *names]
+        k = np.arange(1, len(s["power_real/gray"]) + 1, dtype=np.float64)
         spectra: dict[str, dict[str, list]] = {"real": {}, "fake": {}}
         distance, slopes = {}, {}
-        for name, (r, f) in fields.items():
-            k, p_real = spectrum.radial_power_spectrum(r, valid)
-            _, p_fake = spectrum.radial_power_spectrum(f, valid)
-            p_real, p_fake = p_real.mean(0), p_fake.mean(0)
+        for name in field_names:
+            p_real, p_fake = s[f"power_real/{name}"] / n, s[f"power_fake/{name}"] / n
             spectra["real"][name], spectra["fake"][name] = p_real.tolist(), p_fake.tolist()
             distance[name] = spectrum.spectral_distance(k, p_fake, p_real)
             slopes[name] = {"real": spectrum.fit_slope(k, p_real), "fake": spectrum.fit_slope(k, p_fake)}
         masks = spectrum.band_masks(k)
+        image_size = list(examples["real"].shape[2:]) if examples["real"] is not None else None
         summary = {
-            "n_samples": int(real.shape[0]),
-            "image_size": list(real.shape[2:]),
-            "valid_fraction": 1.0 if valid is None else float(np.mean(valid != 0)),
-            "l1": float(valid_mean(np.abs(fake - real), valid)),
-            "mse": float(valid_mean((fake - real) ** 2, valid)),
-            "l1_per_channel": {n: float(valid_mean(np.abs(fake[:, i:i + 1] - real[:, i:i + 1]), valid))
-                               for i, n in enumerate(names)},
+            "n_samples": int(n),
+            "image_size": image_size,
+            "valid_fraction": n_valid / float(s["n_pixels"]),
+            "l1": float(s["abs_err"].sum() / max(n_valid * channels, 1)),
+            "mse": float(s["sq_err"].sum() / max(n_valid * channels, 1)),
+            "l1_per_channel": {nm: float(s["abs_err"][i] / max(n_valid, 1)) for i, nm in enumerate(names)},
             "spectral_distance": distance,
             "spectral_slope": slopes,
             "bands": {b: [int(k[m].min()), int(k[m].max())] for b, m in masks.items()},
             "figures": {"samples": EVAL_GRID, "spectra": EVAL_SPECTRA},
         }
         curves = {name: {"real": np.array(spectra["real"][name]), "generated": np.array(spectra["fake"][name])}
-                  for name in fields}
+                  for name in field_names}
         edges = [float(k[m].max()) + 0.5 for m in list(masks.values())[:-1]]
         figures.spectra_plot(k, curves, out_dir / EVAL_SPECTRA, band_edges=edges,
-                             title=f"CRF spectra, {real.shape[0]} held-out samples")
-        figures.sample_grid(np.asarray(inputs), real, fake, out_dir / EVAL_GRID, title="held-out samples")
+                             title=f"CRF spectra, {int(n)} held-out samples")
+        if examples["real"] is not None:
+            figures.sample_grid(np.asarray(examples["inputs"]), np.asarray(examples["real"], np.float64),
+                                np.asarray(examples["fake"], np.float64), out_dir / EVAL_GRID, title="held-out samples")
         extra = {}
-        if real.shape[1] == 3:  # luminance and chroma are defined for RGB
-            res = colour.compare(real, fake, names, valid)
+        if channels == 3:
+            res = colour.compare_from({key[len("colour/"):]: v for key, v in s.items() if key.startswith("colour/")},
+                                      names)
             summary["coherence"] = res["coherence_bands"]
             summary["coloured_texture"] = res["coloured_texture"]
             summary["chroma"] = {"rms": {"real": res["chroma"]["real"]["rms"], "fake": res["chroma"]["fake"]["rms"]},
@@ -169,7 +197,7 @@ class CRFWorkload(Workload):
                                 colour.CHROMA_BINS, {"real": colour.histograms(res["chroma"]["real"]),
                                                      "generated": colour.histograms(res["chroma"]["fake"])},
                                 out_dir / EVAL_COLOUR, band_edges=edges,
-                                title=f"CRF inter-band coherence and chroma, {real.shape[0]} held-out samples")
+                                title=f"CRF inter-band coherence and chroma, {int(n)} held-out samples")
         (out_dir / EVAL_JSON).write_text(json.dumps({**summary, "k": k.tolist(), "spectra": spectra, **extra}, indent=1))
         return summary
 

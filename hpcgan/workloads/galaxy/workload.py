@@ -19,6 +19,7 @@ from hpcgan.errors import UserError
 from hpcgan.workloads.crf.models import MultiScaleDiscriminator, UNetGenerator
 from hpcgan.workloads.galaxy import failures, figures, restore
 from hpcgan.workloads.galaxy import convert_fits, synth
+from hpcgan.workloads.evaluation import EvalStats
 from hpcgan.workloads.registry import Workload, batch_sum, register
 
 EVAL_JSON = "galaxy_evaluation.json"
@@ -74,9 +75,13 @@ class GalaxyWorkload(Workload):
                   for name, t in (("input", cond), ("generated", fake), ("truth", real))}
         figures.restoration_grid(panels, "truth", ("generated",), Path(out_dir) / f"{tag}.png", title=tag)
 
-    # Science evaluation.
-    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        """Writes galaxy_evaluation.{md,json} and galaxy_restoration.png under out_dir; returns the summary."""
+    # Science evaluation (streamed: per-stamp scores per batch, the images stay where they were generated).
+    eval_examples = 16  # the figure shows the first four galaxies among these
+
+    def evaluation_batch(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict) -> EvalStats:
+        """Per stamp: PSNR and SSIM per band of the GAN, Richardson-Lucy, Wiener and the input (NaN on stamps
+        with no galaxy, where PSNR is undefined), the failure measurements' numbers and the meta they use.
+        The baselines are restored here, so their cost is spread over the ranks too."""
         c = self.cfg.galaxy
         real, fake, inputs = (np.asarray(a, np.float32) for a in (real, fake, inputs))
         if real.shape != fake.shape or real.ndim != 4 or real.shape[1] != len(BANDS):
@@ -86,45 +91,75 @@ class GalaxyWorkload(Workload):
         if missing:
             raise UserError(f"galaxy evaluate: the data lacks meta/{', meta/'.join(missing)} "
                             "(write it with 'hpcgan data synth galaxy' or 'hpcgan data convert galaxy-fits')")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         methods = {"gan": fake, **restore.baselines(inputs, meta, c.rl_iterations, c.wiener_balance),
                    "input": inputs}
         galaxy = np.asarray(meta["kind"]) == KINDS.index("galaxy")
-        scores = {m: restore.quality(real[galaxy], img[galaxy], c.stretch_soft, c.stretch_max)
-                  for m, img in methods.items()} if galaxy.any() else {}  # PSNR is undefined on empty truth
-        table = {m: {metric: {**{b: float(v[:, i].mean()) for i, b in enumerate(BANDS)}, "mean": float(v.mean())}
-                     for metric, v in s.items()} for m, s in scores.items()}
+        rows = {"redshift": np.asarray(meta["redshift"], np.float64), "psf_fwhm": np.asarray(meta["psf_fwhm"]),
+                "noise_sigma_r": np.asarray(meta["noise_sigma"])[:, 1]}
+        for m, img in methods.items():
+            for metric in ("psnr", "ssim"):
+                rows[f"{metric}/{m}"] = np.full((len(real), len(BANDS)), np.nan)
+            if galaxy.any():
+                for metric, v in restore.quality(real[galaxy], img[galaxy], c.stretch_soft, c.stretch_max).items():
+                    rows[f"{metric}/{m}"][galaxy] = v
+        rows.update(failures.hallucination_rows(real, methods, meta))
+        rows.update(failures.recovery_rows(real, methods, meta))
+        return EvalStats(rows=rows)
+
+    def evaluation_finish(self, stats: EvalStats, examples: dict, out_dir: Path) -> dict:
+        """Writes galaxy_evaluation.{md,json} and galaxy_restoration.png under out_dir; returns the summary."""
+        c = self.cfg.galaxy
+        rows = stats.rows
+        if not rows:
+            raise UserError("galaxy evaluate: no held-out stamps to evaluate")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = [k.split("/", 1)[1] for k in rows if k.startswith("psnr/")]
+        galaxy = np.asarray(rows["kind"]) == KINDS.index("galaxy")
+        table = ({m: {metric: {**{b: float(v[:, i].mean()) for i, b in enumerate(BANDS)}, "mean": float(v.mean())}
+                      for metric in ("psnr", "ssim") for v in [rows[f"{metric}/{m}"][galaxy]]} for m in names}
+                 if galaxy.any() else {})
         train = training_options(self.cfg.data.path)
-        per_sample_psnr = {}
-        for m, s in scores.items():
-            full = np.full(len(real), np.nan)
-            full[galaxy] = s["psnr"].mean(axis=1)
-            per_sample_psnr[m] = full
+        per_sample_psnr = {m: rows[f"psnr/{m}"].mean(axis=1) for m in names}  # NaN where no galaxy
+        n = len(galaxy)
         summary = {
-            "n_samples": int(len(real)), "n_galaxies": int(galaxy.sum()), "image_size": list(real.shape[2:]),
+            "n_samples": int(n), "n_galaxies": int(galaxy.sum()),
+            "image_size": list(examples["real"].shape[2:]) if examples["real"] is not None else None,
             "bands": list(BANDS), "space": f"asinh(x / {c.stretch_soft}) / asinh({c.stretch_max} / {c.stretch_soft}), "
                                            "data range 1",
-            "degradation": {"psf_fwhm_arcsec": _range(meta["psf_fwhm"]), "noise_factor_sigma_r": _range(
-                np.asarray(meta["noise_sigma"])[:, 1])},
+            "degradation": {"psf_fwhm_arcsec": _range(rows["psf_fwhm"]), "noise_factor_sigma_r": _range(
+                rows["noise_sigma_r"])},
             "baselines": {"richardson_lucy_iterations": c.rl_iterations, "wiener_balance": c.wiener_balance},
             "quality": table,
             "gan_beats_richardson_lucy_psnr": (bool(table["gan"]["psnr"]["mean"] > table["richardson_lucy"]["psnr"]["mean"])
                                                if galaxy.any() else None),
-            "hallucination": failures.hallucination(real, methods, meta),
-            "rare_features": failures.feature_recovery(real, methods, meta, train["features"]),
-            "redshift_shift": failures.redshift_shift(per_sample_psnr, meta, train["z_range"]),
+            "hallucination": failures.hallucination_summary(rows, names),
+            "rare_features": failures.recovery_summary(rows, names, train["features"]),
+            "redshift_shift": failures.redshift_shift(per_sample_psnr, {"redshift": rows["redshift"]}, train["z_range"]),
             "training_data": train["source"],
             "figures": {"restoration": EVAL_FIGURE},
         }
-        shown = np.flatnonzero(galaxy)[:4] if galaxy.any() else np.arange(min(4, len(real)))
-        panels = {"input": methods["input"], "GAN": fake, "Richardson-Lucy": methods["richardson_lucy"], "truth": real}
-        panels = {k: restore.stretch(v[shown], c.stretch_soft, c.stretch_max) for k, v in panels.items()}
-        figures.restoration_grid(panels, "truth", ("GAN", "Richardson-Lucy"), out_dir / EVAL_FIGURE,
-                                 title=f"galaxy restoration, {int(galaxy.sum())} held-out galaxies")
+        self._restoration_figure(examples, out_dir / EVAL_FIGURE, int(galaxy.sum()))
         (out_dir / EVAL_TABLE).write_text(markdown(summary))
         (out_dir / EVAL_JSON).write_text(json.dumps(summary, indent=1))
         return summary
+
+    def _restoration_figure(self, examples: dict, path: Path, n_galaxies: int) -> None:
+        """Input, GAN, Richardson-Lucy (restored again for these few) and truth of the first four galaxies."""
+        c = self.cfg.galaxy
+        real, meta = examples["real"], examples["meta"]
+        if real is None:
+            return
+        galaxy = np.asarray(meta["kind"]) == KINDS.index("galaxy")
+        shown = np.flatnonzero(galaxy)[:4] if galaxy.any() else np.arange(min(4, len(real)))
+        sub = {k: np.asarray(v)[shown] for k, v in meta.items()}
+        inputs = np.asarray(examples["inputs"], np.float32)[shown]
+        rl = restore.baselines(inputs, sub, c.rl_iterations, c.wiener_balance)["richardson_lucy"]
+        panels = {"input": inputs, "GAN": np.asarray(examples["fake"], np.float32)[shown], "Richardson-Lucy": rl,
+                  "truth": np.asarray(real, np.float32)[shown]}
+        panels = {k: restore.stretch(v, c.stretch_soft, c.stretch_max) for k, v in panels.items()}
+        figures.restoration_grid(panels, "truth", ("GAN", "Richardson-Lucy"), path,
+                                 title=f"galaxy restoration, {n_galaxies} held-out galaxies")
 
     def summary_table(self, summary: dict) -> str:
         return markdown(summary)

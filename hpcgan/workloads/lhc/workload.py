@@ -19,6 +19,7 @@ from hpcgan.workloads.lhc import space
 from hpcgan.workloads.lhc import convert_trackml, synth
 from hpcgan.workloads.lhc.models import LHCDiscriminator, LHCGenerator
 from hpcgan.workloads.precision import Precision
+from hpcgan.workloads.evaluation import EvalStats
 from hpcgan.workloads.registry import Workload, batch_sum, register
 
 
@@ -93,8 +94,13 @@ class LHCWorkload(Workload):
         plt.close(fig)
 
     # Science evaluation.
-    def evaluate(self, inputs: np.ndarray, real: np.ndarray, fake: np.ndarray, meta: dict, out_dir: Path) -> dict:
-        return ev.evaluate(inputs, real, fake, meta, out_dir, self.cfg.lhc.n_layers, verbose=False)
+    def evaluation_finish(self, stats: EvalStats, examples: dict, out_dir: Path) -> dict:
+        """Rows are the tracks themselves (about 0.5 KB each at 10 layers): the metrics need every track."""
+        r = stats.rows
+        if not r:
+            raise UserError("lhc evaluate: no held-out tracks to evaluate")
+        meta = {k[len("meta/"):]: v for k, v in r.items() if k.startswith("meta/")}
+        return ev.evaluate(r["inputs"], r["real"], r["fake"], meta, out_dir, self.cfg.lhc.n_layers, verbose=False)
 
     def summary_table(self, summary: dict) -> str:
         return ev.format_table(summary)
