@@ -5,7 +5,7 @@ generates and measures only its contiguous share, batch by batch, and keeps a fe
 numbers per sample and sums (workloads/evaluation.py). Rank 0 receives those and the
 first few samples for the figures, never the whole set, and writes the figures, the
 JSON and, for a run directory, the loss curves. Memory per rank: one batch plus the
-rows (0 bytes per sample for CRF, about 0.5 KB per LHC track, about 0.6 KB per
+rows (0 bytes per sample for CRF, about 0.5 KB per LHC track, about 0.4 KB per
 galaxy stamp).
 """
 from __future__ import annotations
