@@ -25,6 +25,6 @@ def slowed(fn, delay: float):
 if __name__ == "__main__":
     what, delay = sys.argv[1], float(sys.argv[2])
     owner, name = {"checkpoint": (ckpt, "save_checkpoint"), "figures": (CRFWorkload, "write_figures"),
-                   "merge": (cmd_generate, "merge"), "evaluate": (LHCWorkload, "evaluate")}[what]
+                   "merge": (cmd_generate, "merge"), "evaluate": (LHCWorkload, "evaluation_finish")}[what]
     setattr(owner, name, slowed(getattr(owner, name), delay))  # each runs on rank 0 only
     sys.exit(main(sys.argv[3:]))
