@@ -167,19 +167,27 @@ class LHCGenerator(_Geometry):
     seed=True (default): the network corrects `linear_seed`; seed=False: it predicts the local-frame
     parameters from the raw local hit features alone (much slower to train to the fit's precision).
     refine_iters > 0 (with seed): the seed is first refined by that many Gauss-Newton steps of the exact
-    helix (`helix_refine`, no parameters), so the network corrects only what is left (0: the old model)."""
+    helix (`helix_refine`, no parameters), so the network corrects only what is left (0: the old model).
+    corr_scale multiplies the correction scales CORR (a refined seed needs far smaller corrections, and
+    a random network's first corrections are then pure spread). zero_init: the output layers (head and
+    skip) start at zero, so the untrained G is the seed itself and training only moves it where it helps."""
 
     def __init__(self, n_layers: int = 10, noise_dim: int = 16, hidden: int = 256, blocks: int = 4,
-                 seed: bool = True, refine_iters: int = 0):
+                 seed: bool = True, refine_iters: int = 0, corr_scale: float = 1.0, zero_init: bool = False):
         super().__init__(n_layers)
         self.noise_dim = noise_dim
         self.seed = seed
         self.refine_iters = refine_iters if seed else 0
+        self.corr = {k: v * corr_scale for k, v in CORR.items()}
         n_feat = 3 * n_layers + (5 + 2 * n_layers if seed else 0)
         self.inp = nn.Linear(n_feat + noise_dim, hidden)
         self.blocks = nn.Sequential(*[ResBlock(hidden) for _ in range(blocks)])
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 5))
         self.skip = nn.Linear(n_feat, 5)
+        if zero_init:
+            for layer in (self.head[-1], self.skip):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         f = self.frame(cond)
@@ -198,11 +206,11 @@ class LHCGenerator(_Geometry):
             # The seed is exact for straight tracks and its errors grow with curvature, so the corrections
             # scale with |q/pT| (relative for q/pT itself): precision is not lost on stiff tracks.
             bend = s["qpt"].abs().detach() / space.QPT_SCALE
-            qpt = s["qpt"] * (1 + out[:, 0] * CORR["qpt"])
-            phi0 = f["phi"] + s["dphi0"] + out[:, 1] * CORR["dphi0"] * bend
-            eta = s["eta"] + out[:, 2] * CORR["eta"] * bend
-            d0 = s["d0"] + out[:, 3] * CORR["d0"] * bend
-            z0 = s["z0"] + out[:, 4] * CORR["z0"] * bend
+            qpt = s["qpt"] * (1 + out[:, 0] * self.corr["qpt"])
+            phi0 = f["phi"] + s["dphi0"] + out[:, 1] * self.corr["dphi0"] * bend
+            eta = s["eta"] + out[:, 2] * self.corr["eta"] * bend
+            d0 = s["d0"] + out[:, 3] * self.corr["d0"] * bend
+            z0 = s["z0"] + out[:, 4] * self.corr["z0"] * bend
         else:
             qpt = out[:, 0] * space.QPT_SCALE
             phi0 = f["phi"] + out[:, 1] / PSI_SCALE

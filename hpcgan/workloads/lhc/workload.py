@@ -38,7 +38,8 @@ class LHCWorkload(Workload):
     # Models.
     def build_generator(self) -> nn.Module:
         c = self.cfg.lhc
-        return LHCGenerator(c.n_layers, c.noise_dim, c.hidden, c.blocks, refine_iters=c.refine_iters)
+        return LHCGenerator(c.n_layers, c.noise_dim, c.hidden, c.blocks, refine_iters=c.refine_iters,
+                            corr_scale=c.corr_scale, zero_init=c.zero_init)
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
