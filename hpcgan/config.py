@@ -158,12 +158,16 @@ class LHCConfig:
     blocks: int = 4  # residual blocks in G
     d_hidden: int = 256  # discriminator width
     d_blocks: int = 3  # residual blocks in D
+    refine_iters: int = 0  # Gauss-Newton steps of the exact helix on G's linear seed (models.helix_refine; 0: off)
+    corr_scale: float = 1.0  # multiplies G's correction scales to the seed (models.CORR); < 1 for a refined seed
+    zero_init: bool = False  # G's output layers start at zero: the first G is the seed itself (no random corrections)
 
     def __post_init__(self) -> None:
         for k in ("n_layers", "hidden", "d_hidden"):
             _positive(f"lhc.{k}", getattr(self, k))
-        for k in ("noise_dim", "blocks", "d_blocks"):
+        for k in ("noise_dim", "blocks", "d_blocks", "refine_iters"):
             _at_least(f"lhc.{k}", getattr(self, k), 0)
+        _in_range("lhc.corr_scale", self.corr_scale, 0, math.inf, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "crf-dsteps-hinge": ("crf-small", "crf", ["train.batch_size=4", "train.d_steps=2", "loss.gan=hinge"]),
     "crf-toolkit": ("crf-small", "crf", ["train.batch_size=4", "loss.r1_gamma=1.0", "loss.r1_interval=2",
                                          "train.d_spectral_norm=true", "train.ema_halflife_samples=64"]),
-    "lhc": ("lhc-small", "lhc", ["train.batch_size=32", "lhc.hidden=32", "lhc.d_hidden=32"]),
+    "lhc": ("lhc-small", "lhc", ["train.batch_size=32", "lhc.hidden=32", "lhc.d_hidden=32",
+                                 # lhc-small's refined seed, zero-initialised output and EMA (issue 24), set
+                                 # back to what the recording trained with
+                                 "lhc.refine_iters=0", "lhc.zero_init=false", "train.ema_halflife_samples=0"]),
     "lhc-fastsim": ("lhc-fastsim-small", "fastsim", ["train.batch_size=32", "lhc.hidden=32", "lhc.d_hidden=32",
                                                      "train.accumulation=2"]),
     "galaxy": ("galaxy-small", "galaxy", ["galaxy.size=16", "galaxy.widths=[4,8]", "galaxy.d_widths=[4,8]",

@@ -29,7 +29,7 @@ class LHCWorkload(Workload):
     # Validation has the fit (the target), not the truth, so no width ratio: the model-space mean |GAN - fit|.
     selection = ("l1", "min")
     # The MLPs train in bf16 or fp16; the geometry around them does not (see precision.py).
-    precision = Precision(fp32=("lhc.frame", "lhc.linear_seed", "lhc.helix_points"),
+    precision = Precision(fp32=("lhc.frame", "lhc.linear_seed", "lhc.helix_refine", "lhc.helix_points"),
                           why="(r/sigma)^2 weights overflow fp16; 1e-4 relative hit precision is below bf16's")
 
     def __init__(self, cfg):
@@ -39,7 +39,8 @@ class LHCWorkload(Workload):
     # Models.
     def build_generator(self) -> nn.Module:
         c = self.cfg.lhc
-        return LHCGenerator(c.n_layers, c.noise_dim, c.hidden, c.blocks)
+        return LHCGenerator(c.n_layers, c.noise_dim, c.hidden, c.blocks, refine_iters=c.refine_iters,
+                            corr_scale=c.corr_scale, zero_init=c.zero_init)
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
