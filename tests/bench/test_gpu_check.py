@@ -46,7 +46,11 @@ def test_gpu_check_smoke_on_cpu(tmp_path, run_single):
     assert "CUDA graphs need a GPU" in res["sections"]["lhc_graph"]["graph_skipped"]
     for g in gen:
         assert g["tracks_per_s"] > 0 and g["flops_per_track"] > 0 and g["bytes_per_track"] > 0
-        assert 0 < g["peak_bf16_fraction"] < 1 and 0 < g["bandwidth_fraction"] < 10
+        # A bf16 row cannot beat the measured bf16 peak. An fp32 row can on a CPU without bf16 units
+        # (AMD EPYC with AVX2 only: bf16 matmuls are emulated, fp32 ones are not; 1.39 there, 2026-12-03).
+        assert g["peak_bf16_fraction"] > 0 and 0 < g["bandwidth_fraction"] < 10
+        if g["precision"] == "bf16":
+            assert g["peak_bf16_fraction"] < 1, g
         assert g["bound"] in ("compute-bound", "memory-bound", "launch-bound", "under both peaks")
     assert res["torch_backend_job"]["ok"] and "torch.distributed (gloo)" in res["torch_backend_job"]["backend_line"]
     assert [r["row"] for r in res["compile_rows"]] == list(gpu_check.COMPILE_ROWS)
