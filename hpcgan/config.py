@@ -177,6 +177,7 @@ class GalaxyConfig:
     dropout: float = 0.0  # generator dropout
     norm: str = "none"  # generator norm: batch | instance | none (instance norm loses the flux level: 2026-11-30 run)
     noise_channels: int = 0  # extra Gaussian noise channels concatenated to the input
+    residual: bool = False  # G = tanh(atanh(input) + zero-initialised U-Net): starts at the input (crf.models)
     d_widths: tuple = (64, 128, 256, 512)  # PatchGAN widths
     d_scales: int = 1  # one PatchGAN, as pix2pix
     stretch_soft: float = 0.4  # nanomaggies: asinh softening of the model space (paper: 0.41)

@@ -52,6 +52,29 @@ def test_sigmoid_output_range():
     assert y.min() >= 0 and y.max() <= 1
 
 
+def test_residual_generator_starts_at_its_input_and_learns_a_correction():
+    torch.manual_seed(0)
+    g = UNetGenerator(3, 3, (4, 8), norm="none", dropout=0.0, residual=True)
+    x = torch.tanh(torch.randn(2, 3, 8, 8))
+    assert torch.allclose(g(x), x, atol=1e-5)  # untrained: the identity
+    target = 0.5 * x  # a correction the network must learn
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    start = (g(x) - target).abs().mean().item()
+    for _ in range(60):
+        opt.zero_grad()
+        (g(x) - target).abs().mean().backward()
+        opt.step()
+    assert (g(x) - target).abs().mean().item() < 0.75 * start  # the zero head still receives gradient
+    assert (g(x) - x).abs().max() > 1e-2
+
+
+def test_residual_generator_needs_a_matching_tanh_output():
+    with pytest.raises(ValueError, match="residual"):
+        UNetGenerator(5, 3, (4, 8), residual=True)
+    with pytest.raises(ValueError, match="residual"):
+        UNetGenerator(3, 3, (4, 8), output="sigmoid", residual=True)
+
+
 def patch_out(n: int, widths) -> int:
     """4x4 conv, padding 2: n -> n // stride + 1; stride 2 except the last width and the logit conv."""
     for i in range(len(widths)):

@@ -35,9 +35,10 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
                                                      "train.accumulation=2"]),
     "galaxy": ("galaxy-small", "galaxy", ["galaxy.size=16", "galaxy.widths=[4,8]", "galaxy.d_widths=[4,8]",
                                           "train.batch_size=2",
-                                          # galaxy-small's own EMA and GAN weight since d489208, set back to
-                                          # what the recording trained with
-                                          "train.ema_halflife_samples=0", "loss.lambda_gan=1.0"]),
+                                          # galaxy-small's own EMA and GAN weight since d489208 and its
+                                          # residual G (issue 24), set back to what the recording trained with
+                                          "train.ema_halflife_samples=0", "loss.lambda_gan=1.0",
+                                          "galaxy.residual=false"]),
 }
 CRF_TINY = ["crf.size=16", "crf.widths=[8,16]", "crf.d_widths=[8,16]", "crf.d_scales=2"]
 

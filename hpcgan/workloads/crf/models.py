@@ -49,15 +49,23 @@ class UNetGenerator(nn.Module):
 
     ``noise_channels`` Gaussian planes are drawn inside ``forward`` from torch's RNG (so the
     trainer's seeding and checkpointed RNG state cover them) and concatenated to the input.
+
+    ``residual`` (tanh output, as many channels out as in): the head is zero-initialised and adds to the
+    input before the output squashing, tanh(atanh(cond) + head), so the untrained G returns its input and
+    the network learns only the correction (residual learning, as in image restoration since VDSR; the
+    galaxy workload's degraded stamp is already 36 dB from the truth, a random U-Net's first output 26 dB).
     """
 
     def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int], *, norm: str = "batch",
-                 dropout: float = 0.25, output: str = "tanh", noise_channels: int = 0):
+                 dropout: float = 0.25, output: str = "tanh", noise_channels: int = 0, residual: bool = False):
         super().__init__()
         if len(widths) < 1:
             raise ValueError("widths: expected at least one level")
         if output not in ("tanh", "sigmoid"):
             raise ValueError(f"output {output!r}: expected tanh or sigmoid")
+        if residual and (output != "tanh" or in_channels != out_channels):
+            raise ValueError("residual: needs a tanh output and as many output channels as input channels")
+        self.residual = bool(residual)
         self.noise_channels = int(noise_channels)
         self.output = output
         self.levels = len(widths)
@@ -68,6 +76,9 @@ class UNetGenerator(nn.Module):
         self.up = nn.ModuleList(
             ConvBlock(widths[j + 1] + widths[j], widths[j], norm, dropout) for j in range(len(widths) - 1))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        if self.residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         factor = 2 ** (self.levels - 1)
@@ -85,6 +96,8 @@ class UNetGenerator(nn.Module):
         for j in reversed(range(self.levels - 1)):
             x = self.up[j](torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skips[j]], dim=1))
         x = self.head(x)
+        if self.residual:  # the input's pre-image under tanh; |cond| <= 1 - 1e-6 keeps it finite
+            x = x + torch.atanh(cond.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
         return torch.tanh(x) if self.output == "tanh" else torch.sigmoid(x)
 
 

@@ -37,7 +37,7 @@ class GalaxyWorkload(Workload):
     def build_generator(self) -> nn.Module:
         c = self.cfg.galaxy
         return UNetGenerator(len(BANDS), len(BANDS), c.widths, norm=c.norm, dropout=c.dropout, output="tanh",
-                             noise_channels=c.noise_channels)
+                             noise_channels=c.noise_channels, residual=c.residual)
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.galaxy
