@@ -159,8 +159,9 @@ class LHCConfig:
     d_hidden: int = 256  # discriminator width
     d_blocks: int = 3  # residual blocks in D
     refine_iters: int = 0  # Gauss-Newton steps of the exact helix on G's linear seed (models.helix_refine; 0: off)
-    corr_scale: float = 1.0  # multiplies G's correction scales to the seed (models.CORR); < 1 for a refined seed
+    corr_scale: float = 1.0  # multiplies G's corrections: to the seed (lhc, models.CORR), to the smearing (fastsim)
     zero_init: bool = False  # G's output layers start at zero: the first G is the seed itself (no random corrections)
+    smear_base: bool = False  # lhc-fastsim: G adds to a Gaussian smearing fitted by quantile regression (fastsim.py)
 
     def __post_init__(self) -> None:
         for k in ("n_layers", "hidden", "d_hidden"):

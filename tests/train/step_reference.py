@@ -32,7 +32,11 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
                                  # back to what the recording trained with
                                  "lhc.refine_iters=0", "lhc.zero_init=false", "train.ema_halflife_samples=0"]),
     "lhc-fastsim": ("lhc-fastsim-small", "fastsim", ["train.batch_size=32", "lhc.hidden=32", "lhc.d_hidden=32",
-                                                     "train.accumulation=2"]),
+                                                     "train.accumulation=2",
+                                                     # the presets' smearing base (issue 24), set back to
+                                                     # what the recording trained with
+                                                     "lhc.smear_base=false", "lhc.zero_init=false",
+                                                     "lhc.corr_scale=1.0"]),
     "galaxy": ("galaxy-small", "galaxy", ["galaxy.size=16", "galaxy.widths=[4,8]", "galaxy.d_widths=[4,8]",
                                           "train.batch_size=2",
                                           # galaxy-small's own EMA and GAN weight since d489208 and its

@@ -56,27 +56,69 @@ def truth_features(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return truth, torch.stack([cond[:, 0], cond[:, 0].abs(), cond[:, 3], cond[:, 4], cond[:, 5]], dim=1).float()
 
 
-class FastSimGenerator(nn.Module):
-    """G(cond) -> (N, 7) reconstructed track and found flag in model space; noise and the draw inside."""
+QUANTILES = (0.16, 0.5, 0.84)  # the smearing base's median and 16-84 % width, as metrics measure them
 
-    def __init__(self, noise_dim: int = 16, hidden: int = 256, blocks: int = 4):
+
+def residual_units(cond: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
+    """(N, 6) truth and (N, >=5) track in model space -> (N, 5) reco - truth in units of the nominal
+    resolution, phi0 wrapped to (-pi, pi]."""
+    truth = space.params_to_data(cond.float())
+    res = space.params_to_data(track[:, :6].float()) - truth
+    res = torch.cat([res[:, :1], torch.remainder(res[:, 1:2] + torch.pi, 2 * torch.pi) - torch.pi, res[:, 2:]], dim=1)
+    return res / space.resolution_scale(truth)
+
+
+class FastSimGenerator(nn.Module):
+    """G(cond) -> (N, 7) reconstructed track and found flag in model space; noise and the draw inside.
+
+    smear_base: the residual starts from a (split) Gaussian smearing whose median and 16 % and 84 %
+    quantiles per parameter are functions of the truth, fitted by quantile regression to the chain's found tracks
+    (likelihood_loss, like the efficiency, without gradient from D), drawn from the first five noise
+    numbers: the parametrised smearing of a conventional fast simulation (Delphes-style). The residual
+    blocks, whose output layer then starts at zero (zero_init), add what a Gaussian misses: tails,
+    correlations, the shape, trained by the adversarial loss on the same noise."""
+
+    def __init__(self, noise_dim: int = 16, hidden: int = 256, blocks: int = 4, smear_base: bool = False,
+                 zero_init: bool = False, corr_scale: float = 1.0):
         super().__init__()
+        self.corr_scale = float(corr_scale)  # multiplies the residual blocks' output (and so their step size)
+        if smear_base and noise_dim < 5:
+            raise ValueError(f"smear_base: needs noise_dim >= 5 (one normal draw per parameter), got {noise_dim}")
         self.noise_dim = noise_dim
         self.inp = nn.Linear(N_TRUTH_FEATURES + noise_dim, hidden)
         self.blocks = nn.Sequential(*[ResBlock(hidden) for _ in range(blocks)])
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 5))
+        if zero_init:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         width = max(hidden // 4, 16)  # a smooth function of 5 numbers: a small MLP is plenty
         self.efficiency = nn.Sequential(nn.Linear(N_TRUTH_FEATURES, width), nn.SiLU(), nn.Linear(width, width),
                                         nn.SiLU(), nn.Linear(width, 1))
+        self.smear = None
+        if smear_base:  # (N, 5 x 3): the QUANTILES of each parameter's residual, nominal-resolution units
+            self.smear = nn.Sequential(nn.Linear(N_TRUTH_FEATURES, width), nn.SiLU(), nn.Linear(width, width),
+                                       nn.SiLU(), nn.Linear(width, 5 * len(QUANTILES)))
 
     def found_logit(self, cond: torch.Tensor) -> torch.Tensor:
         """(N, 1) logit of the probability that the full chain finds this particle's track."""
         return self.efficiency(truth_features(cond)[1]).float()
 
+    def smear_quantiles(self, cond: torch.Tensor) -> torch.Tensor:
+        """(N, 5, 3) the smearing base's QUANTILES of each residual (smear_base only): the median and the
+        widths below and above it, in log, so that the widths are positive and the ordering holds, and a
+        resolution that is a product of a pT and an eta term (multiple scattering, lever arm) is a sum."""
+        raw = self.smear(truth_features(cond)[1]).float().reshape(len(cond), 5, len(QUANTILES))
+        median, below, above = raw.unbind(-1)
+        return torch.stack([median - below.exp(), median, median + above.exp()], dim=-1)
+
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         truth, feats = truth_features(cond)
         noise = sample_noise.randn(len(cond), (self.noise_dim,), like=feats)
-        out = self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
+        out = self.corr_scale * self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
+        if self.smear is not None:  # fitted by likelihood_loss, not by D
+            q = self.smear_quantiles(cond).detach()
+            z = noise[:, :5].float()  # a split normal: the width below the median for z < 0, above for z > 0
+            out = out + q[..., 1] + torch.where(z < 0, q[..., 1] - q[..., 0], q[..., 2] - q[..., 1]) * z
         reco = truth + out * space.resolution_scale(truth)
         prob = torch.sigmoid(self.found_logit(cond)).detach()  # fitted by likelihood_loss, not by D
         found = (sample_noise.rand(len(prob), tuple(prob.shape[1:]), like=prob) < prob).float()
@@ -115,12 +157,10 @@ class FastSimDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
 
     def forward(self, cond: torch.Tensor, track: torch.Tensor) -> list[torch.Tensor]:
-        truth, feats = truth_features(cond)
+        feats = truth_features(cond)[1]
         t = track.float()
         found = t[:, 6:7]
-        res = space.params_to_data(t[:, :6]) - truth
-        res = torch.cat([res[:, :1], torch.remainder(res[:, 1:2] + torch.pi, 2 * torch.pi) - torch.pi, res[:, 2:]], dim=1)
-        r = found * torch.asinh(res / space.resolution_scale(truth))
+        r = found * torch.asinh(residual_units(cond, t))
         x = torch.cat([feats, found, r, minibatch_std(r, self.MBSTD_GROUP)], dim=1)
         return [self.head(self.blocks(self.inp(x)))]
 
@@ -132,7 +172,8 @@ class LHCFastSimWorkload(Workload):
 
     def build_generator(self) -> nn.Module:
         c = self.cfg.lhc
-        return FastSimGenerator(c.noise_dim, c.hidden, c.blocks)
+        return FastSimGenerator(c.noise_dim, c.hidden, c.blocks, smear_base=c.smear_base, zero_init=c.zero_init,
+                                corr_scale=c.corr_scale)
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
@@ -140,8 +181,17 @@ class LHCFastSimWorkload(Workload):
 
     def likelihood_loss(self, G: nn.Module, cond: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The efficiency's negative log-likelihood: binary cross-entropy of G's found probability against
-        the full chain's found flags (real[:, 6])."""
-        return F.binary_cross_entropy_with_logits(G.found_logit(cond), real[:, 6:7].float())
+        the full chain's found flags (real[:, 6]); with lhc.smear_base, plus the smearing quantiles' pinball
+        loss over the chain's found tracks (quantile regression, the asymmetric-Laplace likelihood)."""
+        loss = F.binary_cross_entropy_with_logits(G.found_logit(cond), real[:, 6:7].float())
+        if G.smear is None:
+            return loss
+        found = real[:, 6].float()
+        r = residual_units(cond, real).unsqueeze(-1)  # (N, 5, 1)
+        err = r - G.smear_quantiles(cond)
+        tau = torch.tensor(QUANTILES, dtype=err.dtype, device=err.device)
+        pinball = torch.maximum(tau * err, (tau - 1) * err).sum(dim=(1, 2))
+        return loss + (found * pinball).sum() / found.sum().clamp_min(1.0)
 
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""
