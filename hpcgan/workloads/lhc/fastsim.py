@@ -191,7 +191,9 @@ class LHCFastSimWorkload(Workload):
         err = r - G.smear_quantiles(cond)
         tau = torch.tensor(QUANTILES, dtype=err.dtype, device=err.device)
         pinball = torch.maximum(tau * err, (tau - 1) * err).sum(dim=(1, 2))
-        return loss + (found * pinball).sum() / found.sum().clamp_min(1.0)
+        # a mean over the batch (lost tracks add 0), not over its found tracks: then any split of a global
+        # batch over ranks gives the same gradient, as for the efficiency's term
+        return loss + (found * pinball).mean()
 
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""
