@@ -169,6 +169,9 @@ class LHCConfig:
         for k in ("noise_dim", "blocks", "d_blocks", "refine_iters"):
             _at_least(f"lhc.{k}", getattr(self, k), 0)
         _in_range("lhc.corr_scale", self.corr_scale, 0, math.inf, low_open=True)
+        if self.smear_base and self.noise_dim < 5:
+            raise UserError(f"config key lhc.noise_dim: lhc.smear_base draws one normal number per track parameter, "
+                            f"expected >= 5, got {self.noise_dim}")
 
 
 @dataclass(frozen=True)

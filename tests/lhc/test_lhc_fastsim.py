@@ -160,6 +160,9 @@ def test_smearing_base_is_fitted_by_quantile_regression(data):
 def test_smearing_base_needs_five_noise_numbers():
     with pytest.raises(ValueError, match="noise_dim >= 5"):
         fastsim.FastSimGenerator(noise_dim=4, hidden=16, blocks=1, smear_base=True)
+    with pytest.raises(UserError, match="config key lhc.noise_dim: .*expected >= 5, got 4"):
+        load_config("lhc-fastsim-small", ["lhc.noise_dim=4"])  # one line from the CLI, exit 2
+    load_config("lhc-fastsim-small", ["lhc.noise_dim=4", "lhc.smear_base=false"])
 
 
 def test_evaluate_and_dataset_checks(data, tmp_path):
