@@ -162,6 +162,7 @@ class LHCConfig:
     corr_scale: float = 1.0  # multiplies G's corrections: to the seed (lhc, models.CORR), to the smearing (fastsim)
     zero_init: bool = False  # G's output layers start at zero: the first G is the seed itself (no random corrections)
     smear_base: bool = False  # lhc-fastsim: G adds to a Gaussian smearing fitted by quantile regression (fastsim.py)
+    smear_corr: bool = False  # lhc-fastsim: the smearing's five draws correlated, fitted by likelihood (fastsim.py)
 
     def __post_init__(self) -> None:
         for k in ("n_layers", "hidden", "d_hidden"):
@@ -172,6 +173,9 @@ class LHCConfig:
         if self.smear_base and self.noise_dim < 5:
             raise UserError(f"config key lhc.noise_dim: lhc.smear_base draws one normal number per track parameter, "
                             f"expected >= 5, got {self.noise_dim}")
+        if self.smear_corr and not self.smear_base:
+            raise UserError("config key lhc.smear_corr: correlates the smearing base's draws, expected lhc.smear_base "
+                            "true, got false")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ def test_independent_sample_of_the_chain_is_not_flagged(chain):
     m = metrics.compare(truth, ref, again, ref[:, 5], again[:, 5])
     print(metrics.format_table(m))
     assert not m["flags"]["flagged"], m["flags"]
+    assert not m["flags"]["correlation"], m["correlation"]
     assert abs(m["two_sample"]["auc"] - 0.5) < m["two_sample"]["bound"] - 0.5
     for name, v in m["pooled"].items():
         assert abs(v["resolution_ratio"]["value"] - 1) < 0.04, name
@@ -57,6 +58,27 @@ def test_extra_error_of_a_third_of_the_resolution_is_flagged(chain):
     assert m["two_sample"]["auc"] > m["two_sample"]["bound"], m["two_sample"]
     for name, v in m["pooled"].items():
         assert 1.02 < v["resolution_ratio"]["value"] < 1.08, name
+
+
+def test_uncorrelated_smearing_is_flagged(chain):
+    """Every parameter's residual drawn right, bin by bin, but independently of the others (what a
+    smearing per parameter does): the widths and biases pass, the correlations and the classifier do not."""
+    truth, ref, again = chain
+    found = again[:, 5] > 0.5
+    res = metrics.residuals(truth, again)
+    rng = np.random.default_rng(8)
+    for _, sel in metrics._bins(truth):
+        idx = np.flatnonzero(sel & found)
+        for k in range(5):  # a separate permutation per parameter within the bin: same marginals, no correlation
+            res[idx, k] = res[rng.permutation(idx), k]
+    fake = again.copy()
+    fake[:, :5] = np.where(found[:, None], truth[:, :5] + res, again[:, :5])
+    m = metrics.compare(truth, ref, fake, ref[:, 5], fake[:, 5])
+    print(metrics.format_table(m))
+    assert not m["flags"]["resolution"] and not m["flags"]["bias"], m["flags"]
+    assert {"phi0-d0", "eta-z0"} <= set(m["flags"]["correlation"]), m["correlation"]
+    assert m["correlation"]["phi0-d0"]["ref"] < -0.8 and abs(m["correlation"]["phi0-d0"]["gan"]) < 0.05
+    assert m["two_sample"]["auc"] > m["two_sample"]["bound"] and m["flags"]["flagged"], m["two_sample"]
 
 
 def test_lost_tracks_are_flagged(chain):

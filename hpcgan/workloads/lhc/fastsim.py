@@ -57,6 +57,8 @@ def truth_features(cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 QUANTILES = (0.16, 0.5, 0.84)  # the smearing base's median and 16-84 % width, as metrics measure them
+TRIL = tuple(torch.tril_indices(5, 5, offset=-1).tolist())  # the 10 entries below the diagonal of a 5 x 5
+Z_CLIP = 5.0  # the copula's fit sees |z| <= 5: the chain's tails beyond a Gaussian's would pull the correlations
 
 
 def residual_units(cond: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
@@ -76,10 +78,16 @@ class FastSimGenerator(nn.Module):
     (likelihood_loss, like the efficiency, without gradient from D), drawn from the first five noise
     numbers: the parametrised smearing of a conventional fast simulation (Delphes-style). The residual
     blocks, whose output layer then starts at zero (zero_init), add what a Gaussian misses: tails,
-    correlations, the shape, trained by the adversarial loss on the same noise."""
+    correlations, the shape, trained by the adversarial loss on the same noise.
+
+    smear_corr: the five draws of the smearing base are correlated, z = A(truth) eps with A lower triangular
+    and unit rows (so each z stays a standard normal and the quantiles above still hold; the correlation
+    is A A^T), fitted by maximum likelihood to the chain's residuals mapped back through the split normal
+    (a Gaussian copula). The helix fit's residuals are correlated at about -0.9 (phi0 with d0, eta with
+    z0); without it the base smears them independently, which the metrics' correlation test flags."""
 
     def __init__(self, noise_dim: int = 16, hidden: int = 256, blocks: int = 4, smear_base: bool = False,
-                 zero_init: bool = False, corr_scale: float = 1.0):
+                 zero_init: bool = False, corr_scale: float = 1.0, smear_corr: bool = False):
         super().__init__()
         self.corr_scale = float(corr_scale)  # multiplies the residual blocks' output (and so their step size)
         if smear_base and noise_dim < 5:
@@ -98,6 +106,14 @@ class FastSimGenerator(nn.Module):
         if smear_base:  # (N, 5 x 3): the QUANTILES of each parameter's residual, nominal-resolution units
             self.smear = nn.Sequential(nn.Linear(N_TRUTH_FEATURES, width), nn.SiLU(), nn.Linear(width, width),
                                        nn.SiLU(), nn.Linear(width, 5 * len(QUANTILES)))
+        self.smear_corr = None
+        if smear_corr:  # (N, 10): A's entries below the diagonal; zero at the start (independent draws)
+            if self.smear is None:
+                raise ValueError("smear_corr: needs smear_base")
+            self.smear_corr = nn.Sequential(nn.Linear(N_TRUTH_FEATURES, width), nn.SiLU(), nn.Linear(width, width),
+                                            nn.SiLU(), nn.Linear(width, len(TRIL[0])))
+            nn.init.zeros_(self.smear_corr[-1].weight)
+            nn.init.zeros_(self.smear_corr[-1].bias)
 
     def found_logit(self, cond: torch.Tensor) -> torch.Tensor:
         """(N, 1) logit of the probability that the full chain finds this particle's track."""
@@ -111,13 +127,24 @@ class FastSimGenerator(nn.Module):
         median, below, above = raw.unbind(-1)
         return torch.stack([median - below.exp(), median, median + above.exp()], dim=-1)
 
+    def smear_mixing(self, cond: torch.Tensor) -> torch.Tensor:
+        """(N, 5, 5) A: lower triangular, rows of unit length, so z = A eps has unit variances and correlation
+        A A^T (smear_corr; the identity without it)."""
+        a = torch.eye(5, device=cond.device).expand(len(cond), 5, 5).clone()
+        if self.smear_corr is not None:
+            a[:, TRIL[0], TRIL[1]] = self.smear_corr(truth_features(cond)[1]).float()
+        return a / a.norm(dim=2, keepdim=True)
+
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         truth, feats = truth_features(cond)
         noise = sample_noise.randn(len(cond), (self.noise_dim,), like=feats)
         out = self.corr_scale * self.head(self.blocks(self.inp(torch.cat([feats, noise], dim=1)))).float()
         if self.smear is not None:  # fitted by likelihood_loss, not by D
             q = self.smear_quantiles(cond).detach()
-            z = noise[:, :5].float()  # a split normal: the width below the median for z < 0, above for z > 0
+            z = noise[:, :5].float()
+            if self.smear_corr is not None:
+                z = (self.smear_mixing(cond).detach() @ z.unsqueeze(-1)).squeeze(-1)
+            # a split normal: the width below the median for z < 0, above for z > 0
             out = out + q[..., 1] + torch.where(z < 0, q[..., 1] - q[..., 0], q[..., 2] - q[..., 1]) * z
         reco = truth + out * space.resolution_scale(truth)
         prob = torch.sigmoid(self.found_logit(cond)).detach()  # fitted by likelihood_loss, not by D
@@ -173,7 +200,7 @@ class LHCFastSimWorkload(Workload):
     def build_generator(self) -> nn.Module:
         c = self.cfg.lhc
         return FastSimGenerator(c.noise_dim, c.hidden, c.blocks, smear_base=c.smear_base, zero_init=c.zero_init,
-                                corr_scale=c.corr_scale)
+                                corr_scale=c.corr_scale, smear_corr=c.smear_corr)
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
@@ -182,18 +209,28 @@ class LHCFastSimWorkload(Workload):
     def likelihood_loss(self, G: nn.Module, cond: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The efficiency's negative log-likelihood: binary cross-entropy of G's found probability against
         the full chain's found flags (real[:, 6]); with lhc.smear_base, plus the smearing quantiles' pinball
-        loss over the chain's found tracks (quantile regression, the asymmetric-Laplace likelihood)."""
+        loss over the chain's found tracks (quantile regression, the asymmetric-Laplace likelihood); with
+        lhc.smear_corr, plus the Gaussian copula's negative log-likelihood of the draws z that would give the
+        chain's residuals (through the fitted quantiles, held fixed there): 0.5 |A^-1 z|^2 + log det A."""
         loss = F.binary_cross_entropy_with_logits(G.found_logit(cond), real[:, 6:7].float())
         if G.smear is None:
             return loss
         found = real[:, 6].float()
         r = residual_units(cond, real).unsqueeze(-1)  # (N, 5, 1)
-        err = r - G.smear_quantiles(cond)
+        q = G.smear_quantiles(cond)
+        err = r - q
         tau = torch.tensor(QUANTILES, dtype=err.dtype, device=err.device)
-        pinball = torch.maximum(tau * err, (tau - 1) * err).sum(dim=(1, 2))
+        per_track = torch.maximum(tau * err, (tau - 1) * err).sum(dim=(1, 2))
+        if G.smear_corr is not None:
+            q = q.detach()
+            width = torch.where(r[..., 0] < q[..., 1], q[..., 1] - q[..., 0], q[..., 2] - q[..., 1])
+            z = ((r[..., 0] - q[..., 1]) / width).clamp(-Z_CLIP, Z_CLIP)
+            a = G.smear_mixing(cond)
+            u = torch.linalg.solve_triangular(a, z.unsqueeze(-1), upper=False).squeeze(-1)
+            per_track = per_track + 0.5 * u.pow(2).sum(1) + torch.diagonal(a, dim1=1, dim2=2).log().sum(1)
         # a mean over the batch (lost tracks add 0), not over its found tracks: then any split of a global
         # batch over ranks gives the same gradient, as for the efficiency's term
-        return loss + (found * pinball).mean()
+        return loss + (found * per_track).mean()
 
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""

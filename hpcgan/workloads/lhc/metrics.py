@@ -11,6 +11,11 @@ fit of the simulated hits), per bin of true pT and true |eta|:
   pulls       residual minus the reference's median, over the reference's width, per track: the
               fraction beyond 2 and 3 (a Gaussian has 4.6 % and 0.27 %), the mean and the 68 % width;
   efficiency  fraction of particles with a reconstructed track (1 in the hits -> track mode);
+  correlation the correlation between each pair of parameters' residuals (in units of the nominal
+              resolution, asinh-compressed, over found tracks), GAN and reference, compared by Fisher's
+              z = atanh(rho), whose standard error is 1 / sqrt(n - 3): the helix fit's residuals are
+              strongly correlated (phi0 with d0, eta with z0: about -0.9), which per-parameter widths
+              and biases cannot see;
   two-sample  a classifier test: logistic regression on engineered features of (truth, reco) is
               trained to tell GAN tracks from reference tracks on one half and scored on the other;
               the AUC on the held-out half is 0.5 when the two are indistinguishable. Under that null the
@@ -25,6 +30,7 @@ Flag rule (`flags`): a generator is flagged when any of
     (a width right on average but wrong at low pT or forward),
   - the bias of a parameter, pooled the same way, is |bias| > Z_FLAG err,
   - the efficiency differs: sum over bins of z^2 (binomial z) above the chi^2 quantile at P_FLAG,
+  - the correlation of a pair of parameters differs by more than Z_FLAG errors (Fisher z),
   - the two-sample AUC is above 0.5 + Z_FLAG sd (the null's standard deviation).
 An extra independent error of 0.3 x the resolution widens it by sqrt(1.09) = 1.044; with 2 x 10^4 tracks
 the pooled ratio's error is about 0.01, so it is flagged (tests/lhc/test_lhc_metrics.py).
@@ -164,24 +170,53 @@ def compare(truth: np.ndarray, ref: np.ndarray, gen: np.ndarray, ref_found: np.n
     eff_chi2 = float(np.sum(np.square(eff_z))) if eff_z else 0.0
     eff_bound = chi2_quantile(len(eff_z), P_FLAG) if eff_z else math.inf
     c2st = two_sample_auc(truth, ref, gen, ref_found, gen_found, seed=seed)
+    corr = correlations(truth, ref, gen, ref_found, gen_found)
     flags = {
         "resolution": [name for name in PARAMS if abs(pooled[name]["resolution_ratio"]["z"]) > Z_FLAG],
         "resolution_bins": [name for name in PARAMS
                             if pooled[name]["resolution_chi2"]["chi2"] > pooled[name]["resolution_chi2"]["bound"]],
         "bias": [name for name in PARAMS if abs(pooled[name]["bias"]["z"]) > Z_FLAG],
         "efficiency": bool(eff_chi2 > eff_bound),
+        "correlation": [pair for pair, v in corr.items() if abs(v["z"]) > Z_FLAG],
         "two_sample": bool(c2st["auc"] > c2st["bound"]),
     }
     flags["flagged"] = bool(flags["resolution"] or flags["resolution_bins"] or flags["bias"] or flags["efficiency"]
-                            or flags["two_sample"])
+                            or flags["correlation"] or flags["two_sample"])
     out = {"pt_bins": list(PT_BINS), "eta_bins": list(ETA_BINS), "bins": bins, "pooled": pooled,
            "efficiency": {"ref": float(ref_found.mean()), "gan": float(gen_found.mean()), "chi2": eff_chi2,
                           "bins": len(eff_z), "chi2_bound": eff_bound},
-           "two_sample": c2st, "flags": flags,
-           "rule": f"flagged if a pooled resolution ratio or bias is beyond {Z_FLAG} of its error, the resolution "
-                   f"ratios' or the efficiency's chi2 over bins is above its {P_FLAG:g} quantile, or the two-sample AUC exceeds 0.5 + {Z_FLAG} sd"}
+           "correlation": corr, "two_sample": c2st, "flags": flags,
+           "rule": f"flagged if a pooled resolution ratio or bias or a pair's residual correlation is beyond {Z_FLAG} "
+                   f"of its error, the resolution ratios' or the efficiency's chi2 over bins is above its {P_FLAG:g} "
+                   f"quantile, or the two-sample AUC exceeds 0.5 + {Z_FLAG} sd"}
     if paired:
         out["per_track_distance"] = per_track_distance(ref, gen, width_of_track, ref_found & gen_found)
+    return out
+
+
+def _compressed(truth: np.ndarray, params: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """asinh(residual / nominal resolution) (N, 5), 0 for particles without a track."""
+    r = residuals(truth, params) / space.resolution_scale(truth)
+    return np.where(found[:, None], np.arcsinh(r), 0.0)
+
+
+PAIRS = [(i, j) for i in range(len(PARAMS)) for j in range(i + 1, len(PARAMS))]
+
+
+def correlations(truth: np.ndarray, ref: np.ndarray, gen: np.ndarray, ref_found: np.ndarray,
+                 gen_found: np.ndarray) -> dict:
+    """Per pair of parameters: the residuals' correlation over found tracks, reference and GAN, and their
+    difference in errors (Fisher z = atanh(rho), standard error 1 / sqrt(n - 3) for each)."""
+    truth = np.asarray(truth, np.float64)
+    cr = np.corrcoef(_compressed(truth, ref, ref_found)[ref_found].T)
+    cg = np.corrcoef(_compressed(truth, gen, gen_found)[gen_found].T)
+    nr, ng = int(ref_found.sum()), int(gen_found.sum())
+    err = math.sqrt(1 / max(nr - 3, 1) + 1 / max(ng - 3, 1))
+    out = {}
+    for i, j in PAIRS:
+        # nan (a parameter without spread, or no track) counts as uncorrelated; |rho| < 1 keeps atanh finite
+        rr, rg = (float(np.clip(np.nan_to_num(c[i, j]), -0.999999, 0.999999)) for c in (cr, cg))
+        out[f"{PARAMS[i]}-{PARAMS[j]}"] = {"ref": rr, "gan": rg, "z": (math.atanh(rg) - math.atanh(rr)) / err}
     return out
 
 
@@ -210,14 +245,17 @@ def per_track_distance(ref: np.ndarray, gen: np.ndarray, width: np.ndarray, both
 def features(truth: np.ndarray, params: np.ndarray, found: np.ndarray) -> np.ndarray:
     """Per particle: true log pT and |eta|, found, and the residuals in units of the nominal resolution
     (space.resolution_scale), asinh-compressed, with their squares and their products with log pT and |eta|
-    (so a width that is wrong only at low pT or only forward is visible to a linear classifier)."""
+    (so a width that is wrong only at low pT or only forward is visible to a linear classifier), and the
+    products of each pair of residuals (so is a missing correlation: the smearing of independent
+    parameters, which the pair terms were added for on 2026-12-04)."""
     truth = np.asarray(truth, np.float64)
-    r = residuals(truth, params) / space.resolution_scale(truth)
-    r = np.where(found[:, None], np.arcsinh(r), 0.0)
+    r = _compressed(truth, params, found)
     lpt = np.log(1.0 / np.maximum(np.abs(truth[:, :1]), 1e-9))
     aeta = np.abs(truth[:, 2:3])
     f = found[:, None].astype(np.float64)
-    return np.concatenate([lpt, aeta, f, f * lpt, f * aeta, r, r * r, r * r * lpt, r * r * aeta, r * lpt, r * aeta], axis=1)
+    pairs = np.stack([r[:, i] * r[:, j] for i, j in PAIRS], axis=1)
+    return np.concatenate([lpt, aeta, f, f * lpt, f * aeta, r, r * r, r * r * lpt, r * r * aeta, r * lpt, r * aeta, pairs],
+                          axis=1)
 
 
 def auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -278,6 +316,8 @@ def headline(m: dict) -> dict:
            "beyond3_ref": {k: v["pulls_ref"]["beyond3"] for k, v in m["pooled"].items()},
            "efficiency_ref": m["efficiency"]["ref"], "efficiency_gan": m["efficiency"]["gan"],
            "two_sample_auc": m["two_sample"]["auc"], "two_sample_bound": m["two_sample"]["bound"],
+           "correlation_ref": {k: v["ref"] for k, v in m.get("correlation", {}).items()},
+           "correlation_gan": {k: v["gan"] for k, v in m.get("correlation", {}).items()},
            "flagged": m["flags"]["flagged"]}
     if "per_track_distance" in m:
         out["per_track_distance_rms"] = {k: v["rms"] for k, v in m["per_track_distance"].items()}
@@ -300,10 +340,14 @@ def format_table(m: dict) -> str:
     e, c = m["efficiency"], m["two_sample"]
     lines.append(f"efficiency ref {e['ref']:.4f} GAN {e['gan']:.4f} (chi2 {e['chi2']:.1f} over {e['bins']} bins, "
                  f"bound {e['chi2_bound']:.1f}); two-sample AUC {c['auc']:.4f} (bound {c['bound']:.4f})")
+    if "correlation" in m:
+        lines.append("residual correlation ref / GAN (z): " + ", ".join(
+            f"{k} {v['ref']:+.2f} / {v['gan']:+.2f} ({v['z']:+.1f})" for k, v in m["correlation"].items()
+            if max(abs(v["ref"]), abs(v["gan"])) >= 0.05 or abs(v["z"]) > Z_FLAG))
     fl = m["flags"]
     lines.append(f"flagged: {fl['flagged']} (resolution {fl['resolution'] or '-'}, per bin {fl['resolution_bins'] or '-'}, "
-                 f"bias {fl['bias'] or '-'}, "
-                 f"efficiency {fl['efficiency']}, two-sample {fl['two_sample']})")
+                 f"bias {fl['bias'] or '-'}, efficiency {fl['efficiency']}, correlation {fl.get('correlation') or '-'}, "
+                 f"two-sample {fl['two_sample']})")
     return "\n".join(lines)
 
 
