@@ -90,7 +90,7 @@ def test_efficiency_is_fitted_by_likelihood(data):
     """A few hundred steps of likelihood_loss alone give the full chain's efficiency per |eta| bin: ~1 in
     the barrel, falling beyond |eta| 1.7, within the binomial noise of 2048 tracks."""
     truth, reco, _ = data
-    w = get_workload(load_config("lhc-fastsim-small", ["lhc.smear_base=false"]))  # the efficiency's term alone
+    w = get_workload(load_config("lhc-fastsim-small", ["lhc.smear_base=false", "lhc.smear_corr=false"]))  # the efficiency's term alone
     cond, real = w.prepare(torch.from_numpy(truth), torch.from_numpy(reco), torch.device("cpu"))
     torch.manual_seed(0)
     G = w.build_generator()
