@@ -83,7 +83,7 @@ def refit(G: torch.nn.Module, cond: torch.Tensor, r: torch.Tensor, epochs: int, 
             loss.backward()
             opt.step()
             step += 1
-    return float(loss)
+    return float(loss.detach())
 
 
 def print_table(rows: list[dict]) -> None:

@@ -127,7 +127,7 @@ def test_resubmitted_job_resumes_in_its_run_dir_which_one_live_job_holds(slurm: 
     assert f"hpcgan job: run directory runs/{name} is in use by job {first.id} (RUNNING)" in clash.log()
 
     slurm.scancel(first)
-    slurm.wait(first, timeout=60, until=lambda j: "not requeueing" in j.log())
+    slurm.wait(first, timeout=120, until=lambda j: "not requeueing" in j.log())  # 60 s was too few on a loaded VM
     slurm.wait(first, timeout=60)
     assert first.state == "CANCELLED" and first.fields.get("Restarts") == "0", first.log()
     assert not (run_dir / "job.lock").exists()  # released by the batch script
