@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hpcgan.config import config_from_mapping
+from hpcgan.errors import UserError
 from hpcgan.train.checkpoint import load_checkpoint
 from hpcgan.workloads import get_workload
 from hpcgan.workloads.lhc import fastsim
@@ -134,4 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as e:  # a bad checkpoint: one line, exit 2
+        print(f"fastsim_base_calibration: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, KeyError) as e:  # a missing or foreign HDF5 file
+        print(f"fastsim_base_calibration: cannot read the data: {e} "
+              "(expected an lhc-fastsim HDF5 file with 'inputs' and 'targets')", file=sys.stderr)
+        sys.exit(2)
