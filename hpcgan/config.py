@@ -75,6 +75,11 @@ class TrainConfig:
     sample_ledger: bool = False  # per rank, the sample indices of every step, in run_dir/ledger (audit exactly-once)
     ema_halflife_samples: int = 0  # generator EMA: weights averaged with this half-life in samples (0: off)
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the samples seen so far (0: no ramp-up)
+    # The parameters a workload fits by likelihood alone (Workload.likelihood_parameters: the fast simulation's
+    # efficiency and smearing base) in their own optimizer group: a regression wants a larger rate, decayed to 0
+    # so its fitted quantiles settle, where the adversarial part wants a small constant one (train/schedule.py).
+    lr_likelihood: float = 0.0  # their rate for one batch_size batch (scaled like lr_g); 0: lr_g, in G's group
+    likelihood_schedule: str = "constant"  # constant | cosine: lr_likelihood x (1 + cos(pi x progress)) / 2
 
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "accumulation", "d_steps", "keep_checkpoints", "log_every"):
@@ -89,6 +94,11 @@ class TrainConfig:
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _choice("train.grad_compression", self.grad_compression, ("none", "fp16", "bf16"))
         _in_range("train.ema_rampup", self.ema_rampup, 0, math.inf)
+        _in_range("train.lr_likelihood", self.lr_likelihood, 0, math.inf)
+        _choice("train.likelihood_schedule", self.likelihood_schedule, ("constant", "cosine"))
+        if self.likelihood_schedule != "constant" and self.lr_likelihood == 0:
+            raise UserError(f"config key train.likelihood_schedule: {self.likelihood_schedule} needs the likelihood "
+                            "parameters in their own group, expected train.lr_likelihood > 0 (got 0)")
         if self.warmup_samples and self.warmup_steps:
             raise UserError(f"config keys train.warmup_samples and train.warmup_steps: set one, not both "
                             f"(got {self.warmup_samples} and {self.warmup_steps}); warmup_samples means the same "
@@ -163,6 +173,7 @@ class LHCConfig:
     zero_init: bool = False  # G's output layers start at zero: the first G is the seed itself (no random corrections)
     smear_base: bool = False  # lhc-fastsim: G adds to a Gaussian smearing fitted by quantile regression (fastsim.py)
     smear_corr: bool = False  # lhc-fastsim: the smearing's five draws correlated, fitted by likelihood (fastsim.py)
+    d_pairs: bool = False  # lhc-fastsim: D also sees the products of each pair of residuals (their correlations)
 
     def __post_init__(self) -> None:
         for k in ("n_layers", "hidden", "d_hidden"):
@@ -400,9 +411,10 @@ def _at_least(key: str, value: int, low: int) -> None:
 def _in_range(key: str, value: float, low: float, high: float, low_open: bool = False,
               high_open: bool = True) -> None:
     """A finite number in [low, high) by default (NaN and Inf fail here, not later inside torch.optim)."""
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and above and below):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (value > low if low_open else value >= low)
+    below = number and (value < high if high_open else value <= high)
+    if not (above and below):
         if high == math.inf:
             expected = f"a finite number {'>' if low_open else '>='} {low:g}"
         else:

@@ -16,6 +16,11 @@ number of training *samples* (train.warmup_samples), so it covers the same
 part of the data at every rank count. train.warmup_steps (optimizer steps) is
 kept for old configs: its share of the run shrinks as ranks grow.
 
+The parameters a workload fits by likelihood alone can have their own rate (train.lr_likelihood, scaled
+by the same factor) and a cosine decay to 0 over the run (train.likelihood_schedule): a quantile fitted
+at a constant rate keeps wandering with the batch noise, and the fast simulation's smearing base came out
+up to 20 % off its quantiles in one |eta| bin that way (docs/results.md).
+
 Progress through the warm-up is counted in samples trained (lr_factor_at), so a
 job resumed at another rank count continues the warm-up where it stood instead
 of jumping; at a fixed rank count the values are those of step counting exactly.
@@ -62,3 +67,12 @@ def equivalent_steps(cfg: Config, world_size: int, samples: int) -> int:
     count sets the step counter to this, so the warm-up and the EMA ramp-up (both read it) continue from the
     samples already trained instead of jumping."""
     return int(round(samples / cfg.global_batch(world_size)))
+
+
+def likelihood_decay(cfg: Config, step: int, total_steps: int) -> float:
+    """The factor on train.lr_likelihood after `step` of `total_steps` optimizer steps: 1, or with
+    likelihood_schedule cosine (1 + cos(pi x step / total_steps)) / 2, 0 at the end (1 when total_steps is 0:
+    outside a run). Steps of this rank count, so a resume at another count continues where it stood."""
+    if cfg.train.likelihood_schedule != "cosine" or total_steps <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))

@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from hpcgan.config import Config
+from hpcgan.errors import UserError
 from hpcgan.runtime.backend import Backend
 from hpcgan.train.checkpoint import unwrap
 from hpcgan.train.losses import GANLoss
 from hpcgan.train.optim import at_iterate, build_optimizer
 from hpcgan.train.phases import Micro, Phase, build_phases
-from hpcgan.train.schedule import lr_factor
+from hpcgan.train.schedule import likelihood_decay, lr_factor
 from hpcgan.workloads import Workload, get_workload, noise as sample_noise, precision
 
 
@@ -76,6 +77,7 @@ class Training:
     G_ema: nn.Module | None = None  # the generator's moving average (train.ema_halflife_samples), or None
     best: dict = field(default_factory=dict)  # {"metric", "mode", "value", "global_step"} of checkpoints/best.pt
     phases: list[Phase] = field(default_factory=list)  # the step as data (phases.build_phases)
+    total_steps: int = 0  # optimizer steps of the whole run at this rank count (the likelihood decay; 0: none)
 
     def __post_init__(self) -> None:
         if self.sync_timer is None:
@@ -103,10 +105,16 @@ class Training:
         return precision.autocast(self.device, self.dtype)
 
     def set_lr(self) -> float:
+        """Every group's rate for this step: the configured one-batch rate x the rank-count factor (warm-up
+        included); the likelihood group's (train.lr_likelihood) also x its own decay over the run."""
+        c = self.cfg.train
         f = lr_factor(self.cfg, self.backend.size, self.step_count)
-        for opt, base in ((self.opt_g, self.cfg.train.lr_g), (self.opt_d, self.cfg.train.lr_d)):
+        for opt, base in ((self.opt_g, c.lr_g), (self.opt_d, c.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = base * f
+        for group in self.opt_g.param_groups:
+            if group.get("name") == LIKELIHOOD_GROUP:
+                group["lr"] = c.lr_likelihood * f * likelihood_decay(self.cfg, self.step_count, self.total_steps)
         return f
 
     def to_device(self, cond: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,6 +348,24 @@ def spectral_normed(D: nn.Module) -> nn.Module:
     return D
 
 
+LIKELIHOOD_GROUP = "likelihood"  # the name of G's optimizer group of train.lr_likelihood
+
+
+def generator_groups(cfg: Config, workload: Workload, G: nn.Module) -> list[dict]:
+    """G's optimizer groups: one, or with train.lr_likelihood two, the parameters only the workload's
+    likelihood trains (Workload.likelihood_parameters) apart, at their own rate."""
+    c = cfg.train
+    if c.lr_likelihood == 0:
+        return [{"params": list(G.parameters()), "name": "G"}]
+    fitted = workload.likelihood_parameters(unwrap(G))
+    if not fitted:
+        raise UserError(f"config key train.lr_likelihood: workload {cfg.workload} fits no parameters by likelihood "
+                        f"alone in this configuration, expected 0 (got {c.lr_likelihood:g})")
+    ids = {id(p) for p in fitted}
+    group = {"params": fitted, "name": LIKELIHOOD_GROUP, "lr": c.lr_likelihood}
+    return [{"params": [p for p in G.parameters() if id(p) not in ids], "name": "G"}, group]
+
+
 def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     """Models on the device, optimizers, precision; parameters broadcast from rank 0."""
     device = backend.device
@@ -361,7 +387,7 @@ def build_training(cfg: Config, backend: Backend, log=print) -> Training:
     backend.broadcast_module(G)
     backend.broadcast_module(D)
     log(f"parameters: G {count_parameters(G):,}  D {count_parameters(D):,}")
-    opt_g = build_optimizer(G.parameters(), cfg.train.lr_g, cfg.train, device)
+    opt_g = build_optimizer(generator_groups(cfg, workload, G), cfg.train.lr_g, cfg.train, device)
     opt_d = build_optimizer(D.parameters(), cfg.train.lr_d, cfg.train, device)
     dtype = amp_dtype(cfg.train.amp, device, workload)
     log(precision.describe(dtype, workload.precision))

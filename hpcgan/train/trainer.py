@@ -130,6 +130,7 @@ def _train(cfg: Config, backend: Backend, resume: str, copies: dict[str, str], l
     tr.workload.check_dataset(reader.attrs, cfg.data.path)
     tr.data = data["data.path"]
     steps_per_epoch = plan.steps_per_epoch
+    tr.total_steps = steps_per_epoch * cfg.train.epochs  # train.max_steps stops a run early, the schedule stays
 
     # Section: resume.
     pos = resume_training(tr, run, resume, log, plan)
@@ -285,7 +286,8 @@ def log_interval(tr: Training, run: RunDir, meter: Meter, pos: Position, bar) ->
     record = {"kind": "train", "step": pos.global_step, "epoch": pos.epoch, **reduced,
               "samples_per_s": sum(rates), "samples_per_s_rank_min": min(rates),
               "samples_per_s_rank_max": max(rates),
-              "lr_g": tr.opt_g.param_groups[0]["lr"], "lr_d": tr.opt_d.param_groups[0]["lr"]}
+              "lr_g": tr.opt_g.param_groups[0]["lr"], "lr_d": tr.opt_d.param_groups[0]["lr"],
+              **{f"lr_{g['name']}": g["lr"] for g in tr.opt_g.param_groups[1:]}}
     run.log_metrics(record, pos.global_step)
     bar.set_postfix({"samples/s": f"{sum(rates):.1f}", "g": f"{reduced.get('g_loss', 0):.3f}",
                      "d": f"{reduced.get('d_loss', 0):.3f}"}, refresh=False)
@@ -457,10 +459,16 @@ def resume_training(tr: Training, run: RunDir, resume: str, log, plan: Plan | No
                                      "samples_seen")},
         # Checkpoints of before kept every rank's RNG state inside; only those broadcast them.
         "rng": state.get("rng") if state.get("world_size") == backend.size else None,
-        "has_ema": state.get("G_ema") is not None})
+        "has_ema": state.get("G_ema") is not None,
+        "g_groups": [g.get("name", "G") for g in state["opt_g"]["param_groups"]]})
     if meta["workload"] != tr.cfg.workload:
         raise AgreedError([f"checkpoint {path}: trained workload {meta['workload']!r}, "
                            f"config says {tr.cfg.workload!r}"])
+    groups = [g.get("name", "G") for g in tr.opt_g.param_groups]
+    if meta["g_groups"] != groups:
+        raise AgreedError([f"checkpoint {path}: the generator's optimizer groups are {meta['g_groups']}, this config's "
+                           f"{groups} (train.lr_likelihood changed): resume with the checkpoint's "
+                           "train.lr_likelihood, or start a new run_dir"])
     check_same_training_data(path, meta["data"], tr.data, tr.cfg.data.path)
     if backend.is_root:
         ckpt.unwrap(tr.G).load_state_dict(state["G"])

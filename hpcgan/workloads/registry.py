@@ -55,6 +55,11 @@ class Workload(ABC):
         simulation's track-finding efficiency, a Bernoulli probability per particle."""
         return None
 
+    def likelihood_parameters(self, G: nn.Module) -> list[nn.Parameter]:
+        """The parameters of G that only likelihood_loss trains (no adversarial gradient reaches them), which
+        train.lr_likelihood puts in an optimizer group of their own. Default: none."""
+        return []
+
     # The validation metric that picks checkpoints/best.pt and its direction ("min" or "max"); None: no
     # selection (the newest checkpoint is the one evaluated).
     selection: tuple[str, str] | None = ("l1", "min")

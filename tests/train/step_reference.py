@@ -36,7 +36,9 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
                                                      # the presets' smearing base (issue 24), set back to
                                                      # what the recording trained with
                                                      "lhc.smear_base=false", "lhc.smear_corr=false", "lhc.zero_init=false",
-                                                     "lhc.corr_scale=1.0", "train.lr_d=5.0e-4"]),
+                                                     "lhc.corr_scale=1.0", "train.lr_d=5.0e-4",
+                                                     "train.lr_likelihood=0", "train.likelihood_schedule=constant",
+                                                     "train.ema_halflife_samples=0"]),
     "galaxy": ("galaxy-small", "galaxy", ["galaxy.size=16", "galaxy.widths=[4,8]", "galaxy.d_widths=[4,8]",
                                           "train.batch_size=2",
                                           # galaxy-small's own EMA and GAN weight since d489208 and its

@@ -177,9 +177,10 @@ class FastSimDiscriminator(nn.Module):
 
     MBSTD_GROUP = 4
 
-    def __init__(self, hidden: int = 256, blocks: int = 3):
+    def __init__(self, hidden: int = 256, blocks: int = 3, pairs: bool = False):
         super().__init__()
-        self.inp = nn.Linear(N_TRUTH_FEATURES + 1 + 5 + 5, hidden)
+        self.pairs = pairs  # the products of each pair of residuals as inputs, as the evaluation's classifier has
+        self.inp = nn.Linear(N_TRUTH_FEATURES + 1 + 5 + 5 + (len(TRIL[0]) if pairs else 0), hidden)
         self.blocks = nn.Sequential(*[ResBlock(hidden, act=lambda: nn.LeakyReLU(0.2)) for _ in range(blocks)])
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
 
@@ -188,7 +189,10 @@ class FastSimDiscriminator(nn.Module):
         t = track.float()
         found = t[:, 6:7]
         r = found * torch.asinh(residual_units(cond, t))
-        x = torch.cat([feats, found, r, minibatch_std(r, self.MBSTD_GROUP)], dim=1)
+        parts = [feats, found, r, minibatch_std(r, self.MBSTD_GROUP)]
+        if self.pairs:
+            parts.append(r[:, TRIL[0]] * r[:, TRIL[1]])
+        x = torch.cat(parts, dim=1)
         return [self.head(self.blocks(self.inp(x)))]
 
 
@@ -204,7 +208,7 @@ class LHCFastSimWorkload(Workload):
 
     def build_discriminator(self) -> nn.Module:
         c = self.cfg.lhc
-        return FastSimDiscriminator(c.d_hidden, c.d_blocks)
+        return FastSimDiscriminator(c.d_hidden, c.d_blocks, pairs=c.d_pairs)
 
     def likelihood_loss(self, G: nn.Module, cond: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The efficiency's negative log-likelihood: binary cross-entropy of G's found probability against
@@ -231,6 +235,12 @@ class LHCFastSimWorkload(Workload):
         # a mean over the batch (lost tracks add 0), not over its found tracks: then any split of a global
         # batch over ranks gives the same gradient, as for the efficiency's term
         return loss + (found * per_track).mean()
+
+    def likelihood_parameters(self, G: nn.Module) -> list[nn.Parameter]:
+        """The efficiency, the smearing quantiles and the copula: forward() detaches them, so only
+        likelihood_loss moves them."""
+        parts = (G.efficiency, G.smear, G.smear_corr)
+        return [p for part in parts if part is not None for p in part.parameters()]
 
     def prepare(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """True (N, 5) and reconstructed (N, 6) tracks in file units -> model space on `device`."""
