@@ -68,6 +68,11 @@ class Plan:
         out.append(f"  learning rates   lr_g {t.lr_g:.3g}, lr_d {t.lr_d:.3g} (one batch) x {self.lr_scale:.4g} "
                    f"(lr_scaling {t.lr_scaling} of {n} rank(s) x accumulation {t.accumulation}) = "
                    f"lr_g {self.lr_g:.3g}, lr_d {self.lr_d:.3g}")
+        if t.lr_likelihood:
+            out.append(f"  likelihood group lr {t.lr_likelihood:.3g} x {self.lr_scale:.4g} = "
+                       f"{t.lr_likelihood * self.lr_scale:.3g}, {t.likelihood_schedule} over "
+                       f"{self.steps_per_epoch * t.epochs} steps (train.lr_likelihood: the parameters fitted by "
+                       "likelihood alone)")
         if self.warmup_steps:
             out.append(f"  warm-up          {self.warmup_steps} steps = {self.warmup_steps * self.global_batch} "
                        f"samples = {100 * self.warmup_fraction:.1f}% of the run")

@@ -261,3 +261,21 @@ def test_minibatch_std_is_the_spread_of_each_group():
     assert s.shape == x.shape and np.allclose(s.numpy(), want)
     assert fastsim.minibatch_std(x[:1], 4).abs().max() == 0
     assert fastsim.minibatch_std(x[:3].mean(0, keepdim=True).expand(8, -1), 4).abs().max() == 0
+
+
+def test_discriminator_pair_features_are_the_residual_products(data):
+    """lhc.d_pairs: D's first layer also sees r_i x r_j for the 10 pairs of compressed residuals (zero for a
+    lost track), the terms the evaluation's classifier finds a missing correlation with; without it, 16 inputs."""
+    truth, reco, _ = data
+    w = get_workload(load_config("lhc-fastsim-small", ["lhc.d_pairs=true"]))
+    cond, real = w.prepare(torch.from_numpy(truth[:64]), torch.from_numpy(reco[:64]), torch.device("cpu"))
+    D = w.build_discriminator()
+    assert D.inp.in_features == 26
+    assert get_workload(load_config("lhc-fastsim-small")).build_discriminator().inp.in_features == 16
+    seen = {}
+    D.inp.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    D(cond, real)
+    r = real[:, 6:7] * torch.asinh(fastsim.residual_units(cond, real))
+    want = torch.stack([r[:, i] * r[:, j] for i in range(5) for j in range(i)], dim=1)  # below the diagonal, by rows
+    torch.testing.assert_close(seen["x"][:, 16:], want)
+    assert (seen["x"][real[:, 6] == 0, 16:] == 0).all() and (real[:, 6] == 0).any()

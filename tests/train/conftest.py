@@ -57,6 +57,18 @@ def write_lhc(path, n: int, seed: int = 1) -> str:
     return str(path)
 
 
+def write_fastsim(path, n: int, seed: int = 5) -> str:
+    """True particles and full-chain tracks as `hpcgan data synth lhc-fastsim` writes them (in-process)."""
+    from hpcgan.workloads.lhc import synth_fastsim
+
+    s = synth_fastsim.schema()
+    parts = list(synth_fastsim.generate(0, n, seed))
+    with DatasetWriter(path, "lhc-fastsim", n, s["input_shape"], s["target_shape"], s["input_channels"],
+                       s["target_channels"]) as w:
+        w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return str(path)
+
+
 def write_shaped(path, workload: str, n: int, input_shape: tuple, target_shape: tuple) -> str:
     """A dataset of n samples whose samples are never written: HDF5 allocates no chunk for them, so even
     the full CRF preset's 3100 x 44 x 256 x 256 stays a few hundred kB. For plans (sizes, shapes), not for

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from hpcgan.config import load_config
-from hpcgan.data.format import DatasetWriter
 from hpcgan.errors import AgreedError, UserError
 from hpcgan.train import checkpoint as ckpt
 from hpcgan.train.schedule import likelihood_decay
 from hpcgan.train.step import LIKELIHOOD_GROUP, build_training
 from hpcgan.train.trainer import train
-from hpcgan.workloads.lhc import synth_fastsim
 
-from conftest import local
+from conftest import local, write_fastsim
 
 pytestmark = pytest.mark.usefixtures("clean_signals")
 
@@ -31,13 +28,7 @@ NO_GROUP = ["train.lr_likelihood=0", "train.likelihood_schedule=constant"]
 
 @pytest.fixture(scope="module")
 def fastsim_data(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("fastsim") / "train.h5"
-    s = synth_fastsim.schema()
-    parts = list(synth_fastsim.generate(0, 256, 5))
-    with DatasetWriter(path, "lhc-fastsim", 256, s["input_shape"], s["target_shape"], s["input_channels"],
-                       s["target_channels"]) as w:
-        w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return str(path)
+    return write_fastsim(tmp_path_factory.mktemp("fastsim") / "train.h5", 256)
 
 
 def config(tmp_path, data: str, *extra: str):
