@@ -45,28 +45,29 @@ def crf_data(tmp_path):
     return write_crf(tmp_path / "crf.h5", 32)
 
 
-def write_lhc(path, n: int, seed: int = 1) -> str:
-    """Synthetic tracks as `hpcgan data synth lhc` writes them (in-process: the CLI's MPI start runs once a process)."""
-    from hpcgan.workloads.lhc import synth as synth_lhc
-
-    s = synth_lhc.schema()
-    parts = list(synth_lhc.generate(0, n, seed))
-    with DatasetWriter(path, "lhc", n, s["input_shape"], s["target_shape"], s["input_channels"],
+def write_synth(path, workload: str, module, n: int, seed: int) -> str:
+    """A workload's synthetic data as `hpcgan data synth WORKLOAD` writes it (in-process: the CLI's MPI start
+    runs once a process); `module` is its generator (schema, generate)."""
+    s = module.schema()
+    parts = list(module.generate(0, n, seed))
+    with DatasetWriter(path, workload, n, s["input_shape"], s["target_shape"], s["input_channels"],
                        s["target_channels"]) as w:
         w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     return str(path)
+
+
+def write_lhc(path, n: int, seed: int = 1) -> str:
+    """Synthetic tracks (hits -> fitted track)."""
+    from hpcgan.workloads.lhc import synth
+
+    return write_synth(path, "lhc", synth, n, seed)
 
 
 def write_fastsim(path, n: int, seed: int = 5) -> str:
-    """True particles and full-chain tracks as `hpcgan data synth lhc-fastsim` writes them (in-process)."""
+    """True particles and full-chain tracks (the fast simulation)."""
     from hpcgan.workloads.lhc import synth_fastsim
 
-    s = synth_fastsim.schema()
-    parts = list(synth_fastsim.generate(0, n, seed))
-    with DatasetWriter(path, "lhc-fastsim", n, s["input_shape"], s["target_shape"], s["input_channels"],
-                       s["target_channels"]) as w:
-        w.write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return str(path)
+    return write_synth(path, "lhc-fastsim", synth_fastsim, n, seed)
 
 
 def write_shaped(path, workload: str, n: int, input_shape: tuple, target_shape: tuple) -> str:
