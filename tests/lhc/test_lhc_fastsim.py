@@ -279,3 +279,24 @@ def test_discriminator_pair_features_are_the_residual_products(data):
     want = torch.stack([r[:, i] * r[:, j] for i in range(5) for j in range(i)], dim=1)  # below the diagonal, by rows
     torch.testing.assert_close(seen["x"][:, 16:], want)
     assert (seen["x"][real[:, 6] == 0, 16:] == 0).all() and (real[:, 6] == 0).any()
+
+
+def test_selection_sees_a_bias_the_widths_miss(data):
+    """The checkpoint selection (residual_distance) adds the mean's shift in units of the chain's spread to the
+    widths' distance: the chain's own tracks shifted by 0.3 nominal widths in eta keep every width (width
+    distance ~0) and are caught by the shift; the chain against itself scores 0."""
+    truth, reco, _ = data
+    w = get_workload(load_config("lhc-fastsim-small"))
+    assert w.selection == ("residual_distance", "min")
+    cond, real = w.prepare(torch.from_numpy(truth), torch.from_numpy(reco), torch.device("cpu"))
+    same = w.validation_metrics(cond, real, real)
+    assert same["residual_distance"] == pytest.approx(0.0, abs=1e-12)
+    shifted = reco.copy()
+    ok = shifted[:, 5] == 1
+    t = torch.from_numpy(truth[ok]).double()
+    shifted[ok, 2] += 0.3 * fastsim.space.resolution_scale(t)[:, 2].numpy()
+    _, fake = w.prepare(torch.from_numpy(truth), torch.from_numpy(shifted), torch.device("cpu"))
+    v = w.validation_metrics(cond, real, fake)
+    assert v["width_distance"] < 0.02  # the widths barely see it
+    assert 0.15 < v["shift_eta"] < 0.45 and abs(v["shift_qpt"]) < 1e-6
+    assert v["residual_distance"] > v["width_distance"] + 0.03
